@@ -1,0 +1,50 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv if needed and install everything first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# torch and torchvision must be a matched pair: torchvision's compiled operators only
+# load against the torch build they were made for.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+TORCHATTACKS := torchattacks==3.5.1
+FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test bench install data clean-venv
+
+demo: install data
+	$(PY) -m bench run --preset quick
+
+test: install data
+	$(PY) -m pytest -q tests
+
+bench: install data
+	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# Empty find-links: ignore machine-local wheel folders (a CPU torch with no
+	# matching torchvision); take the pinned pair from the package index.
+	PIP_FIND_LINKS= $(PIP) install -q $(TORCH_PAIR)
+	# --no-deps: torchattacks pins requests~=2.25.1 but never imports it.
+	$(PIP) install -q --no-deps $(TORCHATTACKS)
+	$(PIP) install -q -e '.[test]'
+	$(PY) -c "import torch, torchvision, torchattacks, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+# Real Fashion-MNIST offline: Debian's dataset-fashion-mnist. Optional: tests build
+# their own tiny files, and the CLI explains how else to get the data.
+data:
+	@if [ ! -f $(FMNIST_DEB) ] && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	  $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  ( $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ) || \
+	  echo "note: could not install dataset-fashion-mnist; tests still run on generated files"; \
+	fi
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Attack specs and the evaluation loop, on top of torchattacks."""

@@ -1,0 +1,53 @@
+"""Command-line interface: ``great-bench`` and ``python -m bench`` (same CLI).
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function; this
+file only collects them and turns ``BenchError`` into one clear message and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench.errors import BenchError
+
+# One module per group of subcommands; each registers its parsers.
+COMMAND_MODULES = (
+    "bench.commands.train",
+)
+
+
+def common_args(p: argparse.ArgumentParser, *, preset_default: str | None = "quick") -> None:
+    """Options shared by every command that reads a preset."""
+    p.add_argument("--preset", default=preset_default, help="preset name or .toml path (see `great-bench list`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a preset value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files (default: ~/.cache/great-bench/data)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="great-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BenchError as exc:
+        print(f"great-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"great-bench {args.command}: interrupted; finished epochs are checkpointed "
+              "(rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Datasets held as one uint8 tensor on the device; batches sliced and augmented there.
+
+Each dataset is read once from its real on-disk format (idx.gz for MNIST/Fashion-MNIST,
+CIFAR-10 python batches, SVHN .mat) into ``ImageData``: images (N, C, H, W) uint8 and
+labels (N,) int64. Augmentation (pad-and-crop, flip) runs per batch on the device, as
+fast CIFAR trainers do; no per-sample Python transforms in the hot loop.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError
+from bench.registry import Registry
+
+DEFAULT_DATA_DIR = Path(os.environ.get("GREAT_BENCH_DATA", Path.home() / ".cache" / "great-bench" / "data"))
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class ImageData:
+    """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    source: str = ""
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def fingerprint(self) -> str:
+        """sha256 over the raw pixels and labels: identifies exactly what was trained on."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(self.images.cpu().numpy().tobytes())
+            h.update(self.labels.cpu().numpy().astype(np.int64).tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def subset(self, n: int | None = None, *, fraction: float | None = None, seed: int = 0) -> "ImageData":
+        """A fixed random subset (same ``seed`` -> same examples), by count or fraction."""
+        total = len(self)
+        if fraction is not None:
+            if not (0.0 < fraction <= 1.0):
+                raise BenchError(f"subset fraction must be in (0, 1], got {fraction}")
+            n = max(1, int(round(fraction * total)))
+        if n is None or n >= total:
+            return self
+        if n <= 0:
+            raise BenchError(f"subset size must be positive, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(total, generator=g)[:n].sort().values.to(self.labels.device)
+        return ImageData(self.name, self.split, self.images[idx], self.labels[idx], self.num_classes,
+                         f"{self.source} (subset {n} of {total}, seed {seed})")
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        return ImageData(self.name, self.split, self.images.to(device), self.labels.to(device),
+                         self.num_classes, self.source, self._fingerprint)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str  # default training augmentation, see AUGMENTATIONS
+    reader: Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]
+    torchvision_name: str
+    debian_dir: Path | None = None
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+# ---------------------------------------------------------------- on-disk formats
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise BenchError(f"{path} is not an idx file (bad magic number)")
+    dtype_code, ndim = raw[2], raw[3]
+    if dtype_code != 0x08:
+        raise BenchError(f"{path}: expected unsigned-byte idx data, got type code {dtype_code:#x}")
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise BenchError(f"{path} is truncated: header says {dims}, found {data.size} bytes")
+    return data.reshape(dims)
+
+
+def _find_first(folder: Path, names: list[str]) -> Path | None:
+    for n in names:
+        for cand in (folder / n, folder / (n + ".gz")):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _idx_reader(torchvision_folder: str) -> Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]:
+    def read(root: Path, split: str):
+        prefix = "train" if split == "train" else "t10k"
+        for folder in (root, root / "raw", root / torchvision_folder / "raw"):
+            img = _find_first(folder, [f"{prefix}-images-idx3-ubyte"])
+            lab = _find_first(folder, [f"{prefix}-labels-idx1-ubyte"])
+            if img and lab:
+                images = _read_idx(img)[:, None, :, :]
+                labels = _read_idx(lab).astype(np.int64)
+                if len(images) != len(labels):
+                    raise BenchError(f"{img} has {len(images)} images but {lab} has {len(labels)} labels")
+                return images, labels
+        return None
+
+    return read
+
+
+def _cifar10_reader(root: Path, split: str):
+    folder = next((f for f in (root / "cifar-10-batches-py", root) if (f / "test_batch").is_file()), None)
+    if folder is None:
+        return None
+    from bench.safe_unpickle import load_data_batch  # restricted: plain data and numpy arrays only
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for n in names:
+        if not (folder / n).is_file():
+            raise BenchError(f"CIFAR-10 folder {folder} lacks {n}")
+        batch = load_data_batch(folder / n)
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _svhn_reader(root: Path, split: str):
+    path = next((p for p in (root / f"{split}_32x32.mat", root / "svhn" / f"{split}_32x32.mat") if p.is_file()), None)
+    if path is None:
+        return None
+    import scipy.io
+
+    mat = scipy.io.loadmat(path)
+    images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)).astype(np.uint8))
+    labels = mat["y"].reshape(-1).astype(np.int64)
+    labels[labels == 10] = 0  # SVHN stores digit 0 as label 10
+    return images, labels
+
+
+DATASETS.add("fashion-mnist", DatasetSpec(
+    "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "none", _idx_reader("FashionMNIST"),
+    "FashionMNIST", DEBIAN_FASHION_MNIST))
+DATASETS.add("mnist", DatasetSpec(
+    "mnist", 1, 28, 10, (0.1307,), (0.3081,), "none", _idx_reader("MNIST"), "MNIST"))
+DATASETS.add("cifar10", DatasetSpec(
+    "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop-flip",
+    _cifar10_reader, "CIFAR10"))
+DATASETS.add("svhn", DatasetSpec(
+    "svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop",
+    _svhn_reader, "SVHN"))
+
+
+def _search_roots(spec: DatasetSpec, data_dir: Path) -> list[Path]:
+    roots = [data_dir / spec.name, data_dir]
+    if spec.debian_dir is not None:
+        roots.append(spec.debian_dir)
+    return roots
+
+
+def _download(spec: DatasetSpec, data_dir: Path, split: str) -> Path:
+    import torchvision.datasets as tvd
+
+    root = data_dir / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    cls = getattr(tvd, spec.torchvision_name)
+    if spec.name == "svhn":
+        cls(str(root), split=split, download=True)
+    else:
+        cls(str(root), train=(split == "train"), download=True)
+    return root
+
+
+_CACHE: dict[tuple, ImageData] = {}
+
+
+def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu", download: bool = True) -> ImageData:
+    """Load a split by dataset name: ``--data-dir``, then Debian's files, then a download."""
+    spec = DATASETS.get(name)
+    if split not in ("train", "test"):
+        raise BenchError(f"split must be 'train' or 'test', got {split!r}")
+    data_dir = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+    key = (name, split, str(data_dir), str(device))
+    if key in _CACHE:
+        return _CACHE[key]
+    roots = _search_roots(spec, data_dir)
+    found = None
+    for root in roots:
+        found = spec.reader(root, split)
+        if found is not None:
+            source = str(root)
+            break
+    if found is None and download:
+        try:
+            root = _download(spec, data_dir, split)
+            found, source = spec.reader(root, split), str(root)
+        except Exception as exc:  # offline: say where we looked and how to get the data
+            debian = " or `apt-get install dataset-fashion-mnist`" if spec.debian_dir else ""
+            raise BenchError(
+                f"dataset {name!r} ({split}) not found. Searched: {', '.join(map(str, roots))}. "
+                f"Download failed ({type(exc).__name__}: {str(exc)[:120]}). Get it by running once "
+                f"online (torchvision downloads it to {data_dir / spec.name}){debian}, or pass "
+                f"--data-dir pointing at a folder with the original files."
+            ) from None
+    if found is None:
+        raise BenchError(f"dataset {name!r} ({split}) not found under {', '.join(map(str, roots))}")
+    images, labels = found
+    if images.shape[1:] != (spec.channels, spec.size, spec.size):
+        raise BenchError(f"{name}: expected images of shape {(spec.channels, spec.size, spec.size)}, "
+                         f"got {images.shape[1:]} from {source}")
+    if labels.min() < 0 or labels.max() >= spec.num_classes:
+        raise BenchError(f"{name}: labels outside 0..{spec.num_classes - 1} in {source}")
+    data = ImageData(name, split, torch.from_numpy(np.array(images, copy=True)).to(device),
+                     torch.from_numpy(np.array(labels, dtype=np.int64)).to(device), spec.num_classes, source)
+    _CACHE[key] = data
+    return data
+
+
+# ---------------------------------------------------------------- batches + augmentation
+
+def _pad_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Random crop of a zero-padded batch, one offset per example, by index gathering."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+    bidx = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2)
+
+
+def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    mask = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)[:, None, None, None]
+    return torch.where(mask, x.flip(3), x)
+
+
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "none": lambda x, g: x,
+    "crop": lambda x, g: _pad_crop(x, 4, g),
+    "flip": _flip,
+    "crop-flip": lambda x, g: _flip(_pad_crop(x, 4, g), g),
+}
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]: models take [0, 1] images and normalise inside."""
+    return images.float().div_(255.0)
+
+
+class Batches:
+    """Shuffled mini-batches of one ImageData, augmented on its device.
+
+    All randomness (order, crops, flips) comes from the ``torch.Generator`` passed to
+    ``epoch``, so a run resumed from a saved generator state sees the same batches.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, augment: str = "none",
+                 shuffle: bool = True, drop_last: bool = False):
+        if augment not in AUGMENTATIONS:
+            raise BenchError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTATIONS)}")
+        if batch_size <= 0:
+            raise BenchError(f"batch size must be positive, got {batch_size}")
+        self.data, self.batch_size, self.augment = data, batch_size, augment
+        self.shuffle, self.drop_last = shuffle, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.data.labels.device)
+        aug = AUGMENTATIONS[self.augment]
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield aug(to_float(self.data.images[idx]), g), self.data.labels[idx]

@@ -1,0 +1,102 @@
+"""GREAT, GREACE and GRE(AT+CE): gradient adversarial training (Sinha et al., Algorithm 1).
+
+An auxiliary network f' classifies the main network's masked input gradient
+g = (p_y - 1) * grad_x a_y into the label y.
+
+- GREAT: the main network receives the auxiliary loss's gradient through g, reversed
+  and scaled by alpha, so it learns gradients from which the class cannot be read
+  (paper eq. 7, Algorithm 1 line 7).
+- GREACE: the gradient of the loss w.r.t. the main logits gains beta * softmax(a') on
+  the negative classes (eq. 6, Algorithm 1 line 8), softmax(a') held constant. Classes
+  the auxiliary network confuses with y are pushed down harder. The auxiliary network
+  is still trained, but no reversed gradient reaches the main network (alpha = 0), so g
+  needs no second-order graph.
+- GRE(AT+CE): both.
+
+Everything happens in one backward pass: the auxiliary loss trains f' directly and, via
+the gradient-reversal layer on g, sends -alpha * its gradient into the main network.
+The reversed gradient is taken with the auxiliary weights before their update (the
+algorithm updates f' first); with one backward pass the difference is one step of lag.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from defenses.base import Context, Defense, Ramp
+from defenses.gradients import accuracy, grad_reverse, masked_input_gradient
+from defenses.registry import DEFENSES
+
+
+def greace_term(logits: torch.Tensor, aux_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """beta * mean_i sum_{k != y_i} stopgrad(softmax(a'_i))_k * a_ik.
+
+    Its gradient w.r.t. the logits is beta * softmax(a') on the negative classes and 0 at
+    y (divided by the batch size, like the mean cross-entropy it is added to).
+    """
+    weights = aux_logits.detach().softmax(dim=1).scatter(1, y[:, None], 0.0)
+    return beta * (weights * logits).sum(dim=1).mean()
+
+
+class GradientAdversarial(Defense):
+    """Shared step of the three methods; subclasses choose which parts are on."""
+
+    use_reversal: bool = True   # GREAT: reversed auxiliary gradient into the main network
+    use_greace: bool = False    # GREACE: modified cross-entropy
+    hyperparameters = ("alpha_max", "beta_max")
+
+    def __init__(self, model, ctx: Context):
+        super().__init__(model, ctx)
+        self.aux = ctx.make_aux()
+        self.aux_opt = self.adam(self.aux)
+        self._params = [p for p in list(model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
+
+    def modules(self):
+        return {"model": self.model, "aux": self.aux}
+
+    def optimizers(self):
+        return {"model": self.opt, "aux": self.aux_opt}
+
+    def step(self, x, y, ramp: Ramp):
+        alpha = ramp.alpha if self.use_reversal else 0.0
+        beta = ramp.beta if self.use_greace else 0.0
+        self.zero(self.opt, self.aux_opt)
+        x = x.detach().requires_grad_(True)
+        logits = self.model(x)
+        ce = F.cross_entropy(logits, y)
+        # Second-order graph only when a reversed gradient will flow through g.
+        g = masked_input_gradient(logits, x, y, create_graph=alpha > 0)
+        aux_in = grad_reverse(g, alpha) if alpha > 0 else g.detach()
+        aux_logits = self.aux(aux_in)
+        aux_loss = F.cross_entropy(aux_logits, y)
+        loss = ce + aux_loss
+        if beta > 0:
+            loss = loss + greace_term(logits, aux_logits, y, beta)
+        # inputs=params: no gradient is accumulated into x, which nothing needs.
+        torch.autograd.backward(loss, inputs=self._params)
+        self.opt.step()
+        self.aux_opt.step()
+        return {"loss": ce.detach(), "aux_loss": aux_loss.detach(), "acc": accuracy(logits, y),
+                "aux_acc": accuracy(aux_logits, y)}
+
+
+@DEFENSES.register("great")
+class GREAT(GradientAdversarial):
+    name = "great"
+    use_reversal, use_greace = True, False
+    hyperparameters = ("alpha_max",)
+
+
+@DEFENSES.register("greace")
+class GREACE(GradientAdversarial):
+    name = "greace"
+    use_reversal, use_greace = False, True
+    hyperparameters = ("beta_max",)
+
+
+@DEFENSES.register("great-ce")
+class GREATCE(GradientAdversarial):
+    """GRE(AT+CE): reversed auxiliary gradient and the GREACE loss together."""
+
+    name = "great-ce"
+    use_reversal, use_greace = True, True
