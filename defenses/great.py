@@ -57,10 +57,10 @@ class GradientAdversarial(Defense):
     def optimizers(self):
         return {"model": self.opt, "aux": self.aux_opt}
 
-    def step(self, x, y, ramp: Ramp):
-        alpha = ramp.alpha if self.use_reversal else 0.0
-        beta = ramp.beta if self.use_greace else 0.0
-        self.zero(self.opt, self.aux_opt)
+    def losses(self, x, y, alpha: float, beta: float):
+        """(total loss, logs). The total's gradient is everything the step applies: CE (+
+        GREACE) and the reversed, alpha-scaled auxiliary gradient for the main network;
+        the plain auxiliary loss gradient for the auxiliary network."""
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
         ce = F.cross_entropy(logits, y)
@@ -72,12 +72,20 @@ class GradientAdversarial(Defense):
         loss = ce + aux_loss
         if beta > 0:
             loss = loss + greace_term(logits, aux_logits, y, beta)
+        logs = {"loss": ce.detach(), "aux_loss": aux_loss.detach(), "acc": accuracy(logits, y),
+                "aux_acc": accuracy(aux_logits, y)}
+        return loss, logs
+
+    def step(self, x, y, ramp: Ramp):
+        alpha = ramp.alpha if self.use_reversal else 0.0
+        beta = ramp.beta if self.use_greace else 0.0
+        self.zero(self.opt, self.aux_opt)
+        loss, logs = self.losses(x, y, alpha, beta)
         # inputs=params: no gradient is accumulated into x, which nothing needs.
         torch.autograd.backward(loss, inputs=self._params)
         self.opt.step()
         self.aux_opt.step()
-        return {"loss": ce.detach(), "aux_loss": aux_loss.detach(), "acc": accuracy(logits, y),
-                "aux_acc": accuracy(aux_logits, y)}
+        return logs
 
 
 @DEFENSES.register("great")

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny datasets written in each real on-disk format.
+
+Tests never need the network or Debian's files: ``tiny_data_dir`` writes Fashion-MNIST
+style idx.gz files with a learnable signal (class-dependent bright blocks plus noise),
+so a few training steps measurably learn.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def make_images(n: int, channels: int, size: int, num_classes: int = 10, seed: int = 0):
+    """uint8 images whose class is readable: class k lights up block k of a 4x4-ish grid."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n).astype(np.int64)
+    images = rng.integers(0, 60, (n, channels, size, size)).astype(np.uint8)
+    cell = size // 4
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k) % 16, 4)
+        images[i, :, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = 200 + rng.integers(0, 50)
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist_like(folder: Path, n_train: int = 256, n_test: int = 128) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = make_images(n, 1, 28, seed=seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images[:, 0])
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A --data-dir holding tiny Fashion-MNIST and MNIST idx.gz files."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root / "fashion-mnist")
+    write_mnist_like(root / "mnist")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolate_data_cache(monkeypatch, tiny_data_dir):
+    """Point the default data dir at the tiny files and keep Debian's real files out."""
+    import bench.data as data
+
+    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tiny_data_dir)
+    monkeypatch.setattr(data, "_CACHE", {})
+    spec = data.DATASETS.get("fashion-mnist")
+    if spec.debian_dir is not None:
+        monkeypatch.setitem(data.DATASETS._items, "fashion-mnist",
+                            data.DatasetSpec(**{**spec.__dict__, "debian_dir": None}))
+
+
+@pytest.fixture
+def smoke_cfg():
+    from bench.config import load_preset, validate
+
+    return validate(load_preset("smoke"))
