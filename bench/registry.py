@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from typing import Callable, Generic, Iterator, TypeVar
 
 from bench.errors import BenchError
@@ -58,6 +60,8 @@ def load_object(spec: str, kind: str = "object"):
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise BenchError(f"{kind} {spec!r} must look like package.module:Name")
+    if os.getcwd() not in sys.path:  # user code next to where the command runs
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
