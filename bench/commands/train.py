@@ -67,10 +67,16 @@ def train_all(cfg: dict, out: Path, args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from bench.commands.evaluate import run_pipeline
+
     cfg = resolve_config(args)
     out = default_out(args, cfg)
+    t0 = time.time()
     runs = train_all(cfg, out, args)
     print(f"trained {len(runs)} runs under {out}")
+    run_pipeline(cfg, runs, args, time.time() - t0)  # evaluate the preset's sweep, write the report
     return 0
 
 

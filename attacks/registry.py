@@ -1,0 +1,125 @@
+"""ATTACKS: attack name -> how to build its torchattacks object, and what it supports.
+
+Each entry says which modes and norms the attack can do; ``attacks.specs`` refuses the
+rest with a clear error (a targeted request is never silently run untargeted). Builders
+receive a resolved ``AttackSpec`` and return a torchattacks ``Attack`` that keeps the
+model in eval mode and, for targeted modes, reads target labels given by the harness
+(torchattacks' by-label mode).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from attacks.specs import AttackSpec
+from bench.registry import Registry
+
+ALL_MODES = ("untargeted", "random", "worst")
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    build: Callable[[nn.Module, AttackSpec, int, int], Any]  # (model, spec, num_classes, seed)
+    modes: tuple[str, ...] = ALL_MODES
+    norms: tuple[str, ...] = ("Linf",)
+    default_eps: float = 0.0
+    default_steps: int | None = None
+    step_rule: Callable[[float, int | None], float] | None = None  # default step size
+    restartable: bool = False          # restarts > 1 allowed (random start)
+    min_norm: bool = False             # eps is a radius applied after one run (CW)
+    black_box: bool = False            # uses only model outputs (masking check)
+    iterative: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
+    doc: str = ""
+
+
+ATTACKS: Registry[AttackInfo] = Registry("attack")
+
+
+def configure(atk, spec: AttackSpec):
+    """Eval mode during the attack, and targets from the harness for targeted modes."""
+    atk.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
+    if spec.targeted:
+        atk.set_mode_targeted_by_label(quiet=True)
+    return atk
+
+
+class Clean:
+    """The identity "attack": the no-attack column of the tables."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, x, y):
+        return x.detach().clone()
+
+
+def _fgsm(model, spec, num_classes, seed):
+    import torchattacks
+
+    return configure(torchattacks.FGSM(model, eps=spec.eps), spec)
+
+
+def _bim(model, spec, num_classes, seed):
+    import torchattacks
+
+    return configure(torchattacks.BIM(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps), spec)
+
+
+def _pgd(model, spec, num_classes, seed):
+    import torchattacks
+
+    if spec.norm == "L2":
+        atk = torchattacks.PGDL2(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
+    else:
+        atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
+    return configure(atk, spec)
+
+
+def _cw(model, spec, num_classes, seed):
+    import torchattacks
+
+    return configure(torchattacks.CW(model, c=spec.param("c"), kappa=spec.param("kappa"), steps=spec.steps,
+                                     lr=spec.param("lr")), spec)
+
+
+def _square(model, spec, num_classes, seed):
+    import torchattacks
+
+    atk = torchattacks.Square(model, norm=spec.norm, eps=spec.eps, n_queries=int(spec.param("queries")),
+                              n_restarts=1, p_init=spec.param("p_init"), loss="margin", seed=seed)
+    return configure(atk, spec)
+
+
+def _autoattack(model, spec, num_classes, seed):
+    from attacks.autoattack import standard_autoattack
+
+    return standard_autoattack(model, norm=spec.norm, eps=spec.eps, n_classes=num_classes, seed=seed,
+                               steps=spec.steps, queries=int(spec.param("queries")))
+
+
+ATTACKS.add("none", AttackInfo(lambda m, s, c, seed: Clean(m), modes=("untargeted",), norms=("Linf", "L2"),
+                               doc="no attack: clean accuracy"))
+ATTACKS.add("fgsm", AttackInfo(_fgsm, default_eps=0.1,
+                               doc="FGSM (Goodfellow et al. 2015): one signed-gradient step of size eps"))
+ATTACKS.add("ifgsm", AttackInfo(_bim, default_eps=0.1, default_steps=10, step_rule=lambda e, k: e / k,
+                                iterative=True,
+                                doc="iFGSM = torchattacks BIM (Kurakin et al.): k = 10 steps of eps/k"))
+ATTACKS.add("pgd", AttackInfo(_pgd, norms=("Linf", "L2"), default_eps=0.1, default_steps=20,
+                              step_rule=lambda e, k: 2.5 * e / k, restartable=True, iterative=True,
+                              doc="PGD (Madry et al.): random start, k steps of 2.5 eps/k, restarts"))
+ATTACKS.add("cw", AttackInfo(_cw, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
+                             iterative=True, extras={"c": 1.0, "kappa": 0.0, "lr": 0.01},
+                             doc="Carlini-Wagner L2: minimum-norm; accuracy at radius eps from one run"))
+ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
+                                 extras={"queries": 1000, "p_init": 0.8},
+                                 doc="Square attack (Andriushchenko et al.): score-based black box"))
+ATTACKS.add("autoattack", AttackInfo(_autoattack, modes=("untargeted",), norms=("Linf", "L2"), default_eps=0.1,
+                                     default_steps=100, iterative=True, extras={"queries": 5000},
+                                     doc="standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (100 steps)"))
+
+
+def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int, seed: int):
+    return ATTACKS.get(spec.name).build(model, spec, num_classes, seed)

@@ -1,0 +1,180 @@
+"""Gradient-masking checks per defense (Athalye, Carlini & Wagner, ICML 2018, section 3.1).
+
+Robustness that comes from broken gradients rather than a robust decision rule shows
+tell-tale signs in an ordinary attack sweep. Each check reads the tidy rows of the
+harness (including the per-example correctness masks) and returns pass / flag with the
+numbers behind it, or ``n/a`` when the sweep has no rows for it:
+
+- ``iterative_vs_single``: an untargeted iterative attack (iFGSM, PGD) is at least as
+  strong as untargeted FGSM at the same epsilon (accuracy not higher by more than ``tol``).
+- ``monotone_in_eps``: untargeted accuracy does not rise with epsilon, counted per sample:
+  the fraction of examples broken at some epsilon that are classified correctly again at
+  a larger one (same attack) stays under ``flip_tol``, and no mean rise above ``tol``.
+
+Both use untargeted rows only: a targeted attack optimises the hit on its target, not the
+loss on the true label, so its true-label accuracy need not follow these orderings (the
+paper's Table 1 has targeted iFGSM weaker than targeted FGSM for every defense).
+- ``large_eps``: an iterative white-box attack at a very large epsilon (>= ``large_eps``)
+  leaves accuracy near zero (<= ``near_zero``): a big enough perturbation can replace the image.
+- ``black_box_vs_white_box``: a black-box attack (Square) is not stronger than the white-box
+  attacks at the same epsilon; compared on the same examples against the per-example
+  union of all white-box attacks.
+
+The GREAT paper itself notes that GREAT alone obfuscates gradients (section 3, Table 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from attacks.evaluate import unpack_mask
+from attacks.registry import ATTACKS
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    tol: float = 0.02        # accuracy slack (fraction) for the comparisons
+    flip_tol: float = 0.05   # fraction of samples allowed to flip back to correct
+    large_eps: float = 0.5   # what counts as a very large Linf epsilon
+    near_zero: float = 0.05  # accuracy that counts as "near zero"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    defense: str
+    seed: str
+    checkpoint_sha256: str
+    check: str
+    status: str       # pass | flag | n/a
+    value: float | str
+    threshold: float | str
+    detail: str
+
+
+def _mask(row: dict[str, Any], n: int | None = None) -> np.ndarray:
+    m = unpack_mask(str(row["correct_mask"]), int(row["n"]))
+    return m if n is None else m[:n]
+
+
+def _eps(row) -> float:
+    return float(row["epsilon"])
+
+
+def _label(row) -> str:
+    return f"{row['attack']}/{row['mode']}@{_eps(row):g}"
+
+
+def _white_box(row) -> bool:
+    info = ATTACKS.get(row["attack"]) if row["attack"] in ATTACKS else None
+    return info is not None and not info.black_box and row["attack"] != "none"
+
+
+def _iterative(row) -> bool:
+    return row["attack"] in ATTACKS and ATTACKS.get(row["attack"]).iterative and _white_box(row)
+
+
+def iterative_vs_single(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    worst, detail = None, []
+    for single in (r for r in rows if r["attack"] == "fgsm" and r["mode"] == "untargeted"):
+        for it in rows:
+            if not (_iterative(it) and not ATTACKS.get(it["attack"]).min_norm and it["mode"] == single["mode"]
+                    and it["norm"] == single["norm"] and abs(_eps(it) - _eps(single)) < 1e-9):
+                continue
+            n = min(int(it["n"]), int(single["n"]))
+            gap = float(_mask(it, n).mean() - _mask(single, n).mean())
+            if worst is None or gap > worst:
+                worst = gap
+            if gap > th.tol:
+                detail.append(f"{_label(it)} {_mask(it, n).mean():.3f} > fgsm {_mask(single, n).mean():.3f}")
+    if worst is None:
+        return "n/a", "", "no FGSM and iterative rows at the same epsilon and mode"
+    status = "flag" if worst > th.tol else "pass"
+    return status, round(worst, 4), "; ".join(detail) or f"largest (iterative - FGSM) accuracy gap {worst:+.3f}"
+
+
+def monotone_in_eps(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["attack"] != "none" and r["mode"] == "untargeted":
+            # Same attack settings except epsilon (iFGSM's step eps/k scales with it).
+            groups.setdefault((r["attack"], r["mode"], r["norm"], str(r["steps"]), str(r["restarts"]),
+                               str(r["params"])), []).append(r)
+    worst_flip, worst_rise, detail, seen = 0.0, 0.0, [], False
+    for key, rs in groups.items():
+        rs = sorted(rs, key=_eps)
+        if len({_eps(r) for r in rs}) < 2:
+            continue
+        seen = True
+        n = min(int(r["n"]) for r in rs)
+        masks = np.stack([_mask(r, n) for r in rs])              # (eps, examples)
+        broken_before = np.logical_or.accumulate(~masks, axis=0)  # broken at this or a smaller eps
+        flips = (masks[1:] & broken_before[:-1]).any(axis=0)      # correct again after being broken
+        flip = float(flips.mean())
+        means = masks.mean(axis=1)
+        rise = float(np.max(np.diff(means))) if len(means) > 1 else 0.0
+        worst_flip, worst_rise = max(worst_flip, flip), max(worst_rise, rise)
+        if flip > th.flip_tol or rise > th.tol:
+            detail.append(f"{key[0]}/{key[1]}: {flip:.3f} of samples flip back, mean rises by {rise:+.3f}")
+    if not seen:
+        return "n/a", "", "no attack was run at two or more epsilons"
+    status = "flag" if (worst_flip > th.flip_tol or worst_rise > th.tol) else "pass"
+    return status, round(worst_flip, 4), "; ".join(detail) or (
+        f"at most {worst_flip:.3f} of samples flip back; largest mean rise {worst_rise:+.3f}")
+
+
+def large_eps(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    cand = [r for r in rows if _iterative(r) and r["norm"] == "Linf" and r["mode"] == "untargeted"
+            and _eps(r) >= th.large_eps - 1e-9]
+    if not cand:
+        return "n/a", "", f"no untargeted iterative Linf attack at epsilon >= {th.large_eps:g}"
+    best = min(cand, key=lambda r: float(r["accuracy"]))
+    acc = float(best["accuracy"])
+    return ("flag" if acc > th.near_zero else "pass"), round(acc, 4), f"{_label(best)} accuracy {acc:.3f}"
+
+
+def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    worst, detail = None, []
+    for bb in (r for r in rows if r["attack"] in ATTACKS and ATTACKS.get(r["attack"]).black_box
+               and r["mode"] == "untargeted"):
+        white = [r for r in rows if _white_box(r) and r["mode"] == "untargeted" and r["norm"] == bb["norm"]
+                 and abs(_eps(r) - _eps(bb)) < 1e-9 and not ATTACKS.get(r["attack"]).min_norm]
+        if not white:
+            continue
+        n = min([int(bb["n"])] + [int(r["n"]) for r in white])
+        wb = np.logical_and.reduce([_mask(r, n) for r in white]).mean()  # robust to every white-box attack
+        gap = float(wb - _mask(bb, n).mean())
+        if worst is None or gap > worst:
+            worst = gap
+        if gap > th.tol:
+            detail.append(f"{_label(bb)} {_mask(bb, n).mean():.3f} < white-box {wb:.3f} on {n} examples")
+    if worst is None:
+        return "n/a", "", "no black-box row with white-box rows at the same epsilon"
+    return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail) or (
+        f"white-box minus black-box accuracy {worst:+.3f}")
+
+
+CHECKS = {
+    "iterative_vs_single": (iterative_vs_single, "tol"),
+    "monotone_in_eps": (monotone_in_eps, "flip_tol"),
+    "large_eps": (large_eps, "near_zero"),
+    "black_box_vs_white_box": (black_box_vs_white_box, "tol"),
+}
+
+
+def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds()) -> list[CheckResult]:
+    """All checks for every (defense, seed, checkpoint) in the rows."""
+    by_model: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        by_model.setdefault((str(r["defense"]), str(r["seed"]), str(r["checkpoint_sha256"])), []).append(r)
+    out = []
+    for (defense, seed, sha), rs in by_model.items():
+        for name, (fn, th_name) in CHECKS.items():
+            status, value, detail = fn(rs, thresholds)
+            out.append(CheckResult(defense, seed, sha, name, status, value, getattr(thresholds, th_name), detail))
+    return out
+
+
+def as_rows(results: Iterable[CheckResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]
