@@ -1,0 +1,107 @@
+"""Views of the multi-task rows: the Table 4 layout (Markdown) and weight trajectories (PNG)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from bench.atomic import atomic_path, write_text
+
+# Paper Table 4, CIFAR-10 columns (quoted for comparison; our runs regenerate the layout).
+PAPER_CIFAR10 = {
+    "equal": {"class": 24.0, "color": 0.131, "edge": 0.349, "auto": 0.113},
+    "uncertainty": {"class": 26.6, "color": 0.111, "edge": 0.270, "auto": 0.090},
+    "gradnorm": {"class": 23.5, "color": 0.116, "edge": 0.270, "auto": 0.091},
+    "great": {"class": 24.2, "color": 0.114, "edge": 0.252, "auto": 0.087},
+}
+METHOD_TITLES = {"equal": "Equal", "uncertainty": "Uncertainty", "gradnorm": "GradNorm", "great": "GREAT"}
+ROW_FIELDS = ("method", "seed", "task", "metric", "value")
+
+
+def rows_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def table_markdown(rows: list[dict], tasks, methods, caption: str) -> str:
+    """Rows -> Table 4 layout: one row per method, one column per task (lower is better),
+    mean +- std over seeds, the best mean per column in bold."""
+    digits = {"% error": 1, "RMSE": 3}
+    stats = {}
+    for m in methods:
+        for t in tasks:
+            vals = [r["value"] for r in rows if r["method"] == m and r["task"] == t.name]
+            stats[m, t.name] = _mean_std(vals) if vals else None
+    best = {t.name: min((stats[m, t.name][0] for m in methods if stats[m, t.name]), default=None) for t in tasks}
+    lines = ["| Method | " + " | ".join(f"{t.title} ({t.metric})" for t in tasks) + " |",
+             "|---|" + "---:|" * len(tasks)]
+    for m in methods:
+        cells = []
+        for t in tasks:
+            st = stats[m, t.name]
+            if st is None:
+                cells.append("-")
+                continue
+            d = digits[t.metric]
+            n = sum(1 for r in rows if r["method"] == m and r["task"] == t.name)
+            text = f"{st[0]:.{d}f} ± {st[1]:.{d}f}" if n > 1 else f"{st[0]:.{d}f}"
+            cells.append(f"**{text}**" if round(st[0], d) == round(best[t.name], d) else text)
+        lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(cells) + " |")
+    paper = ["", "Paper, Table 4 (CIFAR-10, ResNet-53 backbone, for reference):", "",
+             "| Method | Class (% error) | Color (RMSE) | Edge (RMSE) | Auto (RMSE) |", "|---|---:|---:|---:|---:|"]
+    for m, v in PAPER_CIFAR10.items():
+        paper.append(f"| {METHOD_TITLES[m]} | {v['class']:.1f} | {v['color']:.3f} | {v['edge']:.3f} | {v['auto']:.3f} |")
+    return "\n".join([caption, "", *lines, *paper]) + "\n"
+
+
+def plot_trajectories(logs: dict[str, list[dict]], tasks, path: Path, title: str) -> None:
+    """One panel per method: per-epoch mean of each task's weight (GREAT: its GAL mean),
+    averaged over seeds. ``logs`` maps method -> train_log rows of every seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(logs)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.0), squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        for t in tasks:
+            by_epoch: dict[int, list[float]] = {}
+            for r in logs[m]:
+                by_epoch.setdefault(int(r["epoch"]), []).append(float(r[f"w_{t.name}"]))
+            epochs = sorted(by_epoch)
+            ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], marker="o", label=t.title)
+        ax.set_title(METHOD_TITLES.get(m, m))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.set_ylabel("GAL mean" if m == "great" else ("weight (sum 1)" if m == "uncertainty" else "task weight"))
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_outputs(results: Path, rows, tasks, methods, logs, caption: str) -> dict[str, Path]:
+    paths = {"csv": results / "multitask.csv", "md": results / "multitask.md",
+             "png": results / "multitask_weights.png"}
+    write_text(paths["csv"], rows_csv(rows))
+    write_text(paths["md"], table_markdown(rows, tasks, methods, caption))
+    plot_trajectories(logs, tasks, paths["png"], caption.lstrip("# ").split("\n")[0])
+    return paths
