@@ -228,12 +228,13 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                 hit_adv = within | ~correct0
                 top = float(d[d <= spec.eps + TOL].max()) if bool((d <= spec.eps + TOL).any()) else 0.0
             correct = final == y
-            hit = "" if targets is None else float(((final == targets) & hit_adv).float().mean())
+            # exact fractions (float32 means would differ from count / n in the last digits)
+            hit = "" if targets is None else int(((final == targets) & hit_adv).sum()) / n
             row = {
                 "dataset": subject.dataset, "defense": subject.defense, "seed": subject.seed,
                 "attack": spec.name, "norm": spec.norm, "epsilon": spec.eps, "mode": spec.mode,
-                "accuracy": float(correct.float().mean()), "target_hit_rate": hit, "n": n,
-                "n_clean_correct": int(correct0.sum()), "clean_accuracy": float(correct0.float().mean()),
+                "accuracy": int(correct.sum()) / n, "target_hit_rate": hit, "n": n,
+                "n_clean_correct": int(correct0.sum()), "clean_accuracy": int(correct0.sum()) / n,
                 "train_accuracy": "" if subject.train_accuracy is None else subject.train_accuracy,
                 "steps": "" if spec.steps is None else spec.steps,
                 "step_size": "" if spec.step_size is None else spec.step_size,

@@ -14,6 +14,7 @@ from bench.errors import BenchError
 # One module per group of subcommands; each registers its parsers.
 COMMAND_MODULES = (
     "bench.commands.train",
+    "bench.commands.evaluate",
     "bench.commands.distill",
     "bench.commands.multitask",
 )

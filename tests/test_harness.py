@@ -1,0 +1,196 @@
+"""The harness against torchattacks called directly, and its protocol (eval mode, skipping
+clean errors, bounds, CSV resume, CW radii from one run, bad run directories)."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torchattacks
+
+from attacks import evaluate as ev
+from attacks.evaluate import EvalSet, Subject, evaluate, evaluate_subject, read_rows, subject_from_run
+from attacks.specs import parse_spec, sweep
+from attacks.targets import random_targets
+from bench.checkpoint import save_weights
+from bench.errors import BenchError
+from bench.models import ModelSpec, build_model
+
+
+class Recorder(nn.Module):
+    """Wraps a model; records the training flag and batch sizes of every forward."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.modes, self.sizes = net, [], []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        self.sizes.append(len(x))
+        return self.net(x)
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.1),
+                         nn.Linear(32, 4))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (and suffer most on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 8, 8, generator=g)
+    y = torch.randint(0, 4, (96,), generator=g)
+    return EvalSet(x, y, 4, "toy")
+
+
+def subject(net, name="toy-net", sha="0" * 64):
+    return Subject(net, name, 0, "toy", sha)
+
+
+def direct_accuracy(net, atk, x, y, labels):
+    """torchattacks called by hand, with the harness's protocol: clean errors stay errors."""
+    net.eval()
+    with torch.no_grad():
+        clean_ok = net(x).argmax(1) == y
+    adv = atk(x[clean_ok], labels[clean_ok])
+    with torch.no_grad():
+        ok = net(adv).argmax(1) == y[clean_ok]
+    return float(ok.sum()) / len(y)
+
+
+@pytest.mark.parametrize("text", ["fgsm:eps=0.1", "ifgsm:eps=0.1", "fgsm:eps=0.1,mode=random",
+                                  "ifgsm:eps=0.05,mode=random", "pgd:eps=0.1,steps=5"])
+def test_same_accuracy_as_torchattacks_called_directly(data, text):
+    net = tiny_net()
+    spec = parse_spec(text)
+    [row] = evaluate_subject(subject(net), data, [spec], eval_seed=7, batch_size=1000)
+    builders = {"fgsm": lambda: torchattacks.FGSM(net, eps=spec.eps),
+                "ifgsm": lambda: torchattacks.BIM(net, eps=spec.eps, alpha=spec.eps / 10, steps=10),
+                "pgd": lambda: torchattacks.PGD(net, eps=spec.eps, alpha=2.5 * spec.eps / 5, steps=5,
+                                                random_start=True)}
+    atk = builders[spec.name]()
+    labels = data.y
+    if spec.mode == "random":
+        atk.set_mode_targeted_by_label(quiet=True)
+        labels = random_targets(data.y, 4, seed=7)
+    torch.manual_seed(7)  # the harness seeds each batch with eval_seed + offset (one batch here)
+    assert row["accuracy"] == pytest.approx(direct_accuracy(net, atk, data.x, data.y, labels), abs=1e-9)
+
+
+def test_perturbations_stay_in_the_box_and_within_epsilon(data):
+    net = tiny_net().eval()
+    for text in ["fgsm:eps=0.1", "ifgsm:eps=0.2,mode=worst", "pgd:eps=0.1,steps=5", "pgd:eps=0.5,norm=L2,steps=5",
+                 "square:eps=0.1,queries=30"]:
+        spec = parse_spec(text)
+        from attacks.registry import build_attack
+
+        adv = build_attack(net, spec, 4, 0)(data.x, data.y)
+        delta = (adv - data.x).flatten(1)
+        size = delta.abs().amax(1) if spec.norm == "Linf" else delta.norm(dim=1)
+        assert adv.min() >= 0 and adv.max() <= 1
+        assert float(size.max()) <= spec.eps + 1e-5, text
+
+
+def test_out_of_bounds_perturbations_are_caught(data):
+    spec = parse_spec("fgsm:eps=0.1")
+    with pytest.raises(BenchError, match="exceeds epsilon"):
+        ev.check_perturbation(data.x + 0.2 * (data.x < 0.5), data.x, spec)
+    with pytest.raises(BenchError, match=r"leave \[0, 1\]"):
+        ev.check_perturbation(data.x + 0.05, data.x, spec)
+
+
+def test_eval_mode_clean_errors_not_attacked_and_targeted_hits(data):
+    net = Recorder(tiny_net()).train()
+    [clean, atk] = evaluate_subject(subject(net), data, sweep(["none", "ifgsm:eps=0.3,mode=random"]),
+                                    batch_size=1000)
+    assert not any(net.modes), "every forward pass ran in eval mode"
+    n_ok = clean["n_clean_correct"]
+    assert 0 < n_ok < len(data)
+    assert clean["accuracy"] == pytest.approx(n_ok / len(data))
+    # the attack only saw the clean-correct points (clean pass of all, then batches of n_ok)
+    assert set(net.sizes[1:]) == {n_ok}
+    assert atk["accuracy"] <= clean["accuracy"] and atk["target_hit_rate"] > 0
+    assert atk["n"] == len(data) and atk["n_clean_correct"] == n_ok
+
+
+def test_cw_one_run_gives_accuracy_at_every_radius(data, monkeypatch):
+    calls = []
+    real = ev.run_attack
+    monkeypatch.setattr(ev, "run_attack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    net = tiny_net()
+    rows = evaluate_subject(subject(net), data, sweep(["cw:eps=0.1|0.5|1|100,steps=30,c=10"]))
+    assert len(calls) == 1
+    accs = [r["accuracy"] for r in sorted(rows, key=lambda r: r["epsilon"])]
+    assert accs == sorted(accs, reverse=True) and accs[0] > accs[-1]
+    # per example: broken at radius r exactly when CW found an adversarial example within r
+    assert all(r["max_perturbation"] <= r["epsilon"] + 1e-5 for r in rows)
+
+
+def test_csv_rows_are_skipped_when_present_and_recomputed_with_force(data, tmp_path, monkeypatch):
+    out = tmp_path / "rob.csv"
+    specs = sweep(["none", "fgsm:eps=0.1|0.2"])
+    s = subject(tiny_net())
+    rows = evaluate([s], data, specs, out)
+    assert len(rows) == 3 and len(read_rows(out)) == 3
+    assert set(read_rows(out)[0]) == set(ev.ROW_FIELDS)
+    assert not list(tmp_path.glob(".*tmp")), "atomic writes leave no temporary files"
+    calls = []
+    real = ev.run_attack
+    monkeypatch.setattr(ev, "run_attack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    evaluate([s], data, specs, out)
+    assert calls == []
+    evaluate([s], data, specs, out, force=True)
+    assert len(calls) == 3 and len(read_rows(out)) == 3
+    # a retrained checkpoint of the same run supersedes the old rows
+    evaluate([subject(tiny_net(1), sha="1" * 64)], data, specs[:1], out)
+    assert {r["checkpoint_sha256"] for r in read_rows(out)} == {"1" * 64}
+
+
+def _run_dir(tmp_path, spec=ModelSpec(1, 8, 4)):
+    d = tmp_path / "run"
+    d.mkdir()
+    model = build_model("small-cnn", spec)
+    sha = save_weights(model, d / "model.safetensors")
+    meta = {"status": "finished", "model": "small-cnn", "model_spec": spec.__dict__, "defense": "toy",
+            "seed": 0, "dataset": "toy", "files": {"model.safetensors": {"sha256": sha}}, "metrics": {}}
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d, meta
+
+
+def test_run_directories_are_loaded_with_their_sha256_checked(tmp_path):
+    d, meta = _run_dir(tmp_path)
+    s = subject_from_run(d)
+    assert s.defense == "toy" and s.sha256 == meta["files"]["model.safetensors"]["sha256"]
+    assert not s.model.training
+    meta["files"]["model.safetensors"]["sha256"] = "f" * 64
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BenchError, match="sha256"):
+        subject_from_run(d)
+    (d / "meta.json").unlink()
+    with pytest.raises(BenchError, match="no finished checkpoint"):
+        subject_from_run(d)
+
+
+def test_user_model_factory_and_weights(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    mod = types.ModuleType("user_models_for_test")
+    mod.make = lambda: build_model("small-cnn", ModelSpec(1, 8, 4))
+    mod.other = lambda: build_model("small-cnn", ModelSpec(1, 8, 5))
+    monkeypatch.setitem(sys.modules, "user_models_for_test", mod)
+    w = tmp_path / "w.safetensors"
+    save_weights(mod.make(), w)
+    s = ev.subject_from_factory("user_models_for_test:make", w, None, "toy", name="mine")
+    assert s.defense == "mine" and len(s.sha256) == 64
+    with pytest.raises(BenchError, match="do not fit"):
+        ev.subject_from_factory("user_models_for_test:other", w, None, "toy")

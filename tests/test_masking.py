@@ -1,0 +1,98 @@
+"""Gradient-masking checks: the arithmetic on hand-made rows, and end to end on a model
+that masks gradients with a hard quantisation layer versus the same model without it."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attacks.evaluate import EvalSet, Subject, evaluate_subject, pack_mask
+from attacks.specs import sweep
+from bench.masking import Thresholds, black_box_vs_white_box, masking_checks, monotone_in_eps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def row(attack, eps, correct, mode="untargeted", **kw):
+    c = torch.tensor(correct, dtype=torch.bool)
+    r = {"defense": "d", "seed": 0, "checkpoint_sha256": "s", "attack": attack, "epsilon": eps, "mode": mode,
+         "norm": "Linf", "n": len(correct), "accuracy": float(c.float().mean()), "correct_mask": pack_mask(c),
+         "steps": "", "restarts": 1, "params": "{}", "spec": f"{attack}:{eps}"}
+    r.update(kw)
+    return r
+
+
+def test_flip_back_counts_samples_even_when_the_mean_does_not_rise():
+    # same mean accuracy (2/4) at both eps, but sample 0 is broken at 0.1 and correct at 0.2
+    rows = [row("fgsm", 0.1, [0, 1, 1, 0]), row("fgsm", 0.2, [1, 0, 0, 1])]
+    status, value, detail = monotone_in_eps(rows, Thresholds(flip_tol=0.3))
+    assert status == "flag" and value == pytest.approx(0.5)
+    ok = [row("fgsm", 0.1, [1, 1, 1, 0]), row("fgsm", 0.2, [1, 0, 1, 0]), row("fgsm", 0.3, [0, 0, 1, 0])]
+    assert monotone_in_eps(ok, Thresholds())[:2] == ("pass", 0.0)
+    # targeted rows are not held to this ordering
+    assert monotone_in_eps([row("fgsm", 0.1, [0, 0], "worst"), row("fgsm", 0.2, [1, 1], "worst")],
+                           Thresholds())[0] == "n/a"
+
+
+def test_black_box_compared_with_the_union_of_white_box_attacks_on_the_same_examples():
+    rows = [row("fgsm", 0.1, [1, 0, 1, 1]), row("ifgsm", 0.1, [1, 1, 0, 1], steps=10),
+            row("square", 0.1, [0, 0, 0, 1])]
+    status, value, _ = black_box_vs_white_box(rows, Thresholds(tol=0.1))
+    # white-box union leaves examples 0 and 3 (0.5); Square leaves only 3 (0.25)
+    assert status == "flag" and value == pytest.approx(0.25)
+    rows[-1] = row("square", 0.1, [1, 0, 1, 1])
+    assert black_box_vs_white_box(rows, Thresholds(tol=0.1))[0] == "pass"
+
+
+class Quantise(nn.Module):
+    """round(2x)/2: piecewise constant, so its gradient is zero almost everywhere."""
+
+    def forward(self, x):
+        return torch.round(x * 2) / 2
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP that separates four binary 8x8 patterns (pixels 0.1 / 0.9 plus noise)."""
+    g = torch.Generator().manual_seed(0)
+    protos = (torch.rand(4, 1, 8, 8, generator=g) > 0.5).float() * 0.8 + 0.1
+    y = torch.randint(0, 4, (400,), generator=g)
+    x = (protos[y] + 0.04 * torch.randn(400, 1, 8, 8, generator=g)).clamp(0, 1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        F.cross_entropy(net(x[:300]), y[:300]).backward()
+        opt.step()
+    return net.eval(), EvalSet(x[300:], y[300:], 4, "toy")
+
+
+SWEEP = ["none", "fgsm:eps=0.1|0.3|0.5", "ifgsm:eps=0.1|0.3|0.5", "square:eps=0.3,queries=200"]
+
+
+def checks_for(model, data):
+    rows = evaluate_subject(Subject(model, "m", 0, "toy", "x"), data, sweep(SWEEP), eval_seed=0)
+    assert rows[0]["accuracy"] > 0.95  # both models classify the clean data
+    return {c.check: c for c in masking_checks(rows)}
+
+
+def test_a_quantised_model_is_flagged(trained):
+    net, data = trained
+    res = checks_for(nn.Sequential(Quantise(), net).eval(), data)
+    assert res["large_eps"].status == "flag"               # iFGSM at 0.5 cannot move a zero gradient
+    assert res["black_box_vs_white_box"].status == "flag"  # Square breaks what gradients cannot
+    assert float(res["large_eps"].value) > 0.9
+
+
+def test_the_same_model_without_quantisation_passes(trained):
+    net, data = trained
+    res = checks_for(net, data)
+    assert {name: c.status for name, c in res.items()} == {
+        "iterative_vs_single": "pass", "monotone_in_eps": "pass", "large_eps": "pass",
+        "black_box_vs_white_box": "pass"}
