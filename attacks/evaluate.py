@@ -13,6 +13,7 @@ checkpoint sha256, spec, examples and seed are skipped unless ``force``.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import time
 from contextlib import contextmanager
@@ -159,6 +160,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     return preds, norms, top
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     from bench.train import versions
 
@@ -192,7 +194,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
     model = subject.model
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
-    vers = _versions()
+    vers = dict(_versions())
     rows: list[dict[str, Any]] = []
     with frozen(model):
         n_max = max(n_of.values(), default=0)

@@ -91,3 +91,17 @@ def test_worst_target_is_the_least_likely_other_class():
     logits = torch.tensor([[5.0, -3.0, 1.0, 0.0], [-9.0, 2.0, 3.0, -1.0]])
     y = torch.tensor([2, 0])  # in row 2 the label itself is the least likely: never a target
     assert worst_targets(logits, y).tolist() == [1, 3]
+
+
+def test_autoattack_is_the_standard_version_with_100_steps():
+    import torchattacks
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    atk = ATTACKS.get("autoattack").build(model, parse_spec("autoattack:eps=0.03"), 10, 0)
+    parts = atk.attacks
+    assert [type(a) for a in parts] == [torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB, torchattacks.Square]
+    apgd, apgdt, fab, square = parts
+    assert apgd.steps == apgdt.steps == fab.steps == 100 and apgd.loss == "ce"
+    assert apgdt.n_target_classes == fab.n_target_classes == 9 and fab.multi_targeted
+    assert square.n_queries == 5000 and all(a.eps == 0.03 for a in parts)
+    assert all(a.n_restarts == 1 for a in parts)
