@@ -1,0 +1,101 @@
+"""The teacher: trained once through the same ``fit`` loop and cached, or loaded and checked.
+
+The paper distils from pre-trained teachers; here the track trains its own (CE only, the
+``baseline`` distiller on the teacher architecture) and caches it under
+``<runs>/distill/<dataset>/teacher-<arch>-<key>/`` where ``key`` hashes everything the
+teacher depends on (architecture, data fingerprint, epochs, optimiser, seed): a changed
+setting gives a new teacher instead of silently reusing a stale one. A user-supplied
+teacher run directory is validated (architecture, dataset, class count, image shape,
+weights' sha256) before use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.checkpoint import STATE_FILE, load_run, read_meta
+from bench.data import Batches, ImageData
+from bench.errors import BenchError
+from bench.models import ModelSpec, build_model
+from bench.train import accuracy_on, fit
+from defenses.base import Context
+
+TEACHER_KEYS = ("teacher", "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay")
+
+
+def teacher_hp(settings: dict[str, Any]) -> dict[str, Any]:
+    hp = {k: settings[k] for k in ("optimizer", "momentum", "weight_decay") if k in settings}
+    hp["lr"] = float(settings.get("teacher_lr", settings.get("lr", 1e-3)))
+    return hp
+
+
+def teacher_key(settings: dict[str, Any], train: ImageData, batch_size: int, augment: str) -> str:
+    what = {k: settings.get(k) for k in TEACHER_KEYS}
+    what.update(data=train.fingerprint(), batch_size=batch_size, augment=augment, hp=teacher_hp(settings))
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def check_teacher_meta(meta: dict[str, Any], where: Path | str, *, model: str | None, dataset: str,
+                       num_classes: int, image_shape: tuple[int, int, int]) -> None:
+    """Reject a teacher that cannot teach this student on this data."""
+    got = meta.get("model")
+    if model is not None and got != model:
+        raise BenchError(f"teacher checkpoint {where} is a {got!r} network, but the preset's teacher is "
+                         f"{model!r}; pass a {model!r} teacher or set distill.teacher = \"{got}\"")
+    if meta.get("dataset") != dataset:
+        raise BenchError(f"teacher checkpoint {where} was trained on {meta.get('dataset')!r}, but the students "
+                         f"train on {dataset!r}; a teacher must come from the same dataset")
+    spec = meta.get("model_spec") or {}
+    if spec.get("num_classes") != num_classes:
+        raise BenchError(f"teacher checkpoint {where} predicts {spec.get('num_classes')} classes but the student "
+                         f"data has {num_classes}; student and teacher must share the label set")
+    shape = (spec.get("in_channels"), spec.get("image_size"), spec.get("image_size"))
+    if shape != tuple(image_shape):
+        raise BenchError(f"teacher checkpoint {where} takes images of shape {shape}, the data has {tuple(image_shape)}")
+
+
+def load_teacher(run_dir: str | Path, *, model: str | None, dataset: str, num_classes: int,
+                 image_shape: tuple[int, int, int], device: torch.device):
+    """(frozen teacher in eval mode, meta) from a finished run directory, validated."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"teacher checkpoint {run_dir} is not a directory (expected a run folder "
+                         "holding model.safetensors and meta.json)")
+    check_teacher_meta(read_meta(run_dir), run_dir, model=model, dataset=dataset, num_classes=num_classes,
+                       image_shape=image_shape)
+    teacher, meta = load_run(run_dir, device)  # sha256 check + clear error if the weights do not fit
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, meta
+
+
+def train_teacher(settings: dict[str, Any], spec: ModelSpec, train: ImageData, test: ImageData, *,
+                  dataset: str, runs_root: Path, batch_size: int, augment: str, device: torch.device,
+                  quiet: bool = False) -> Path:
+    """Train (or reuse the cached) teacher for these settings; return its run directory."""
+    from bench.distill import DISTILLERS
+
+    arch = settings["teacher"]
+    key = teacher_key(settings, train, batch_size, augment)
+    run_dir = Path(runs_root) / "distill" / dataset / f"teacher-{arch}-{key}"
+    if (run_dir / "meta.json").is_file():
+        return run_dir
+    seed = int(settings.get("teacher_seed", 0))
+    hp = teacher_hp(settings)
+    torch.manual_seed(seed)
+    model = build_model(arch, spec).to(device)
+    method = DISTILLERS.get("baseline")(model, Context(arch, spec, hp, device))
+    meta = {"kind": "distill-teacher", "model": arch, "model_spec": asdict(spec), "dataset": dataset,
+            "dataset_fingerprint": train.fingerprint(), "test_fingerprint": test.fingerprint(),
+            "n_train": len(train), "n_test": len(test), "hp": hp, "settings_key": key,
+            "batch_size": batch_size, "augment": augment, "device": str(device), "command": " ".join(sys.argv)}
+    fit(method, Batches(train, batch_size, augment), epochs=int(settings["teacher_epochs"]), run_dir=run_dir,
+        seed=seed, meta=meta, resume=(run_dir / STATE_FILE).is_file(), quiet=quiet,
+        final_metrics=lambda m: {"test_acc": accuracy_on(m.model, test)}, label=f"teacher {arch}")
+    return run_dir

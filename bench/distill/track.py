@@ -1,0 +1,220 @@
+"""The distillation track: every method x regime x seed for every student/teacher pair
+(paper section 3.2, Table 3), written as tidy rows and a Table 3 view.
+
+Dense = the preset's training set; sparse = ``sparse_fraction`` of it, one fixed subset
+(``ImageData.subset(fraction=, seed=subset_seed)``) shared by every method and seed. Each
+student is a finished run like a defense's (model.safetensors + meta.json via ``fit``), so
+beside test accuracy the rows carry its clean, FGSM and iFGSM accuracy at the preset's
+epsilon. Finished students whose settings are unchanged are reused; interrupted ones resume.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.atomic import write_text
+from bench.checkpoint import STATE_FILE, read_meta
+from bench.config import positive_int
+from bench.data import DATASETS, Batches, ImageData
+from bench.distill import DISTILLERS
+from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
+from bench.distill.robustness import robust_accuracy
+from bench.distill.settings import REGIMES, Pair, check_fraction, resolve
+from bench.distill.teacher import load_teacher, train_teacher
+from bench.errors import BenchError
+from bench.models import ModelSpec, build_model
+from bench.train import _csv, accuracy_on, fit, load_splits, resolve_device
+from defenses.base import Context
+
+KEY_FILE = "settings_key.txt"
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def sparse_subset(train: ImageData, fraction: float, seed: int) -> ImageData:
+    """The sparse regime's training set: the same ``fraction`` of ``train`` for every method."""
+    return train.subset(fraction=check_fraction(fraction), seed=seed)
+
+
+def load_data(cfg: dict[str, Any], device: torch.device, data_dir: str | None):
+    """(dataset name, train, test, mean, std, distill section): an ImageFolder ``--data-dir``
+    switches to the mini-ImageNet setting (``[distill.imagefolder]`` overrides ``[distill]``)."""
+    section = dict(cfg["distill"])
+    if is_image_folder(data_dir):
+        sub = section.pop("imagefolder", None)
+        if not isinstance(sub, dict):
+            raise BenchError(f"--data-dir {data_dir} is an ImageFolder tree but the preset has no "
+                             "[distill.imagefolder] section (see the cifar10-paper preset)")
+        section.pop("pairs", None)  # the CIFAR pairs do not apply; the sub-table names its own
+        section.update(sub)
+        size = int(section.get("image_size", 64))
+        train = load_image_folder(data_dir, "train", size=size, device=device)
+        test = load_image_folder(data_dir, "test", size=size, device=device)
+        return "imagefolder", train, test, IMAGENET_MEAN, IMAGENET_STD, section
+    section.pop("imagefolder", None)
+    train, test = load_splits(cfg, device, data_dir)
+    if section.get("train_subset") is not None:  # a smaller dense set for the students and teacher
+        train = train.subset(positive_int(section["train_subset"], "distill.train_subset"),
+                             seed=int(cfg["data"].get("subset_seed", 0)))
+    ds = DATASETS.get(cfg["data"]["dataset"])
+    return cfg["data"]["dataset"], train, test, ds.mean, ds.std, section
+
+
+def _prepare(run_dir: Path, key: str) -> bool | None:
+    """None: a finished run with these settings exists. Else whether to resume."""
+    stored = (run_dir / KEY_FILE).read_text().strip() if (run_dir / KEY_FILE).is_file() else None
+    if stored == key and (run_dir / "meta.json").is_file():
+        return None
+    if stored == key and (run_dir / STATE_FILE).is_file():
+        return True
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # settings changed: the old run no longer answers this question
+    run_dir.mkdir(parents=True)
+    write_text(run_dir / KEY_FILE, key + "\n")
+    return False
+
+
+def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[str, Any], spec: ModelSpec,
+                  train: ImageData, test: ImageData, eval_data: ImageData, teacher: torch.nn.Module,
+                  teacher_info: dict[str, Any], dataset: str, runs_root: Path, batch_size: int, augment: str,
+                  epochs: int, epsilon: float, device: torch.device, preset: str | None,
+                  quiet: bool = False) -> dict[str, Any]:
+    """Train (or reuse) one student; return its meta."""
+    cls = DISTILLERS.get(method)
+    missing = [k for k in cls.hyperparameters if k not in hp]
+    if missing:
+        raise BenchError(f"distillation method {method!r} needs {missing} in the [distill] section")
+    run_dir = Path(runs_root) / "distill" / dataset / f"{pair.student}+{pair.teacher}" / regime / method / f"seed{seed}"
+    key = _key({"hp": hp, "epochs": epochs, "data": train.fingerprint(), "test": test.fingerprint(),
+                "eval": [eval_data.fingerprint(), epsilon], "teacher": teacher_info["sha256"],
+                "batch_size": batch_size, "augment": augment, "method": method})
+    resume = _prepare(run_dir, key)
+    if resume is None:
+        return read_meta(run_dir)
+    torch.manual_seed(seed)  # same seed -> same initial student for every method
+    model = build_model(pair.student, spec).to(device)
+    distiller = cls(model, Context(pair.student, spec, hp, device, extras={"teacher": teacher}))
+
+    def final_metrics(m) -> dict[str, float]:
+        out = {"test_acc": accuracy_on(m.model, test)}
+        out.update(robust_accuracy(m.model, eval_data, epsilon))
+        return out
+
+    meta = {"kind": "distill-student", "preset": preset, "method": method, "regime": regime,
+            "model": pair.student, "teacher": pair.teacher, "teacher_run": teacher_info["run_dir"],
+            "teacher_sha256": teacher_info["sha256"], "teacher_acc": teacher_info["test_acc"], "hp": hp,
+            "model_spec": asdict(spec), "dataset": dataset, "dataset_fingerprint": train.fingerprint(),
+            "test_fingerprint": test.fingerprint(), "n_train": len(train), "n_test": len(test),
+            "n_eval": len(eval_data), "epsilon": epsilon, "batch_size": batch_size, "augment": augment,
+            "settings_key": key, "device": str(device), "command": " ".join(sys.argv)}
+    return fit(distiller, Batches(train, batch_size, augment), epochs=epochs, run_dir=run_dir, seed=seed,
+               meta=meta, resume=resume, quiet=quiet, final_metrics=final_metrics,
+               label=f"{method} {regime} seed {seed}")
+
+
+def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None, data_dir: str | None = None,
+              teacher_dir: str | None = None, quiet: bool = False, log=print) -> list[dict[str, Any]]:
+    """Run the whole track of a preset; write distillation.csv/.md under ``results_dir``."""
+    track, _ = resolve(cfg.get("distill"))  # validate before touching any data
+    device = resolve_device(cfg["train"].get("device", "auto"))
+    dataset, train, test, mean, std, section = load_data(cfg, device, data_dir)
+    track, pairs = resolve(section)
+    ev = cfg.get("eval", {})
+    epsilon = float(ev.get("epsilon", 0.1))
+    eval_data = test.subset(ev.get("n_test"), seed=0)
+    batch_size = int(section.get("batch_size", cfg["data"]["batch_size"]))
+    augment = str(section.get("augment", cfg["data"].get("augment") or "none"))
+    subset_seed = int(section.get("subset_seed", cfg["data"].get("subset_seed", 0)))
+    c, h, _ = train.shape
+    spec = ModelSpec(c, h, train.num_classes, tuple(mean), tuple(std))
+    rows: list[dict[str, Any]] = []
+    for pair in pairs:
+        if teacher_dir:
+            t_dir = Path(teacher_dir)
+        else:
+            t_dir = train_teacher(pair.settings, spec, train, test, dataset=dataset, runs_root=runs_root,
+                                  batch_size=batch_size, augment=augment, device=device, quiet=quiet)
+        teacher, t_meta = load_teacher(t_dir, model=pair.teacher, dataset=dataset, num_classes=train.num_classes,
+                                       image_shape=train.shape, device=device)
+        t_acc = accuracy_on(teacher, test)
+        t_info = {"run_dir": str(t_dir), "sha256": t_meta["files"]["model.safetensors"]["sha256"], "test_acc": t_acc}
+        log(f"teacher {pair.teacher}: test accuracy {100 * t_acc:.2f}% ({t_dir})")
+        for regime in REGIMES:
+            hp = pair.regimes[regime]
+            fraction = 1.0 if regime == "dense" else check_fraction(hp.get("sparse_fraction", 0.05))
+            data = train if regime == "dense" else sparse_subset(train, fraction, subset_seed)
+            epochs = int(hp["epochs"] if regime == "dense" else hp.get("sparse_epochs", hp["epochs"]))
+            for seed in track["seeds"]:
+                for method in track["methods"]:
+                    meta = train_student(method, pair, regime, seed, hp=hp, spec=spec, train=data, test=test,
+                                         eval_data=eval_data, teacher=teacher, teacher_info=t_info, dataset=dataset,
+                                         runs_root=runs_root, batch_size=batch_size, augment=augment, epochs=epochs,
+                                         epsilon=epsilon, device=device, preset=cfg.get("preset"), quiet=quiet)
+                    m = meta["metrics"]
+                    rows.append({"dataset": dataset, "student": pair.student, "teacher": pair.teacher,
+                                 "method": method, "regime": regime, "fraction": fraction,
+                                 "n_train": len(data), "seed": seed, "epochs": epochs,
+                                 "test_acc": round(m["test_acc"], 6), "teacher_acc": round(t_acc, 6),
+                                 "clean_acc": round(m["clean_acc"], 6), "fgsm_acc": round(m["fgsm_acc"], 6),
+                                 "ifgsm_acc": round(m["ifgsm_acc"], 6), "epsilon": epsilon,
+                                 "n_eval": len(eval_data), "seconds": meta["train_seconds"]})
+                    log(f"{pair.label} {regime:6s} {method:8s} seed {seed}: test {100 * m['test_acc']:.2f}%  "
+                        f"FGSM {100 * m['fgsm_acc']:.2f}%  iFGSM {100 * m['ifgsm_acc']:.2f}%  "
+                        f"({meta['train_seconds']:.0f} s)")
+    if results_dir is not None:
+        write_text(Path(results_dir) / "distillation.csv", _csv(rows))
+        write_text(Path(results_dir) / "distillation.md", table3_markdown(rows, preset=cfg.get("preset")))
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    pct = [100 * v for v in values]
+    if len(pct) < 2:
+        return f"{pct[0]:.2f}"
+    return f"{statistics.mean(pct):.2f} ± {statistics.stdev(pct):.2f}"
+
+
+def table3_markdown(rows: list[dict[str, Any]], preset: str | None = None) -> str:
+    """Table 3's layout (methods x pair x regime, test accuracy %), then robustness per regime."""
+    pairs = list(dict.fromkeys((r["dataset"], r["student"], r["teacher"]) for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    pick = lambda p, m, g, col: [r[col] for r in rows if (r["dataset"], r["student"], r["teacher"]) == p
+                                 and r["method"] == m and r["regime"] == g]
+    pct = lambda p, g: next(f"{100 * r['fraction']:g}%" for r in rows
+                            if (r["dataset"], r["student"], r["teacher"]) == p and r["regime"] == g)
+    out = [f"# Knowledge distillation (paper Table 3){f' -- preset `{preset}`' if preset else ''}", "",
+           f"Test accuracy (%), mean ± std over seeds {seeds}; dense = all of the preset's training set, "
+           "sparse = one fixed subset shared by every method.", ""]
+    head = ["Method"] + [f"{s}(S)+{t}(T) [{d}] {pct(p, g)}" for p in pairs for (d, s, t) in [p] for g in REGIMES]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out.append("| Teacher | " + " | ".join(_mean_std(pick(p, methods[0], g, "teacher_acc")[:1])
+                                          for p in pairs for g in REGIMES) + " |")
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(_mean_std(pick(p, m, g, "test_acc")) for p in pairs for g in REGIMES) + " |")
+    eps = rows[0]["epsilon"] if rows else None
+    n_eval = rows[0]["n_eval"] if rows else None
+    out += ["", f"## Robustness of the students (beyond the paper): accuracy (%) on {n_eval} test images, "
+                f"untargeted, epsilon {eps}", "",
+            "iFGSM = BIM with 10 steps of epsilon/10 (torchattacks), students in eval mode.", ""]
+    for p in pairs:
+        out += [f"### {p[1]}(S)+{p[2]}(T) [{p[0]}]", "", "| Method | Regime | Clean | FGSM | iFGSM | Train s |",
+                "|---|---|---|---|---|---|"]
+        for g in REGIMES:
+            for m in methods:
+                secs = pick(p, m, g, "seconds")
+                out.append(f"| {m} | {g} | {_mean_std(pick(p, m, g, 'clean_acc'))} | "
+                           f"{_mean_std(pick(p, m, g, 'fgsm_acc'))} | {_mean_std(pick(p, m, g, 'ifgsm_acc'))} | "
+                           f"{statistics.mean(secs):.1f} |")
+        out.append("")
+    return "\n".join(out) + "\n"
