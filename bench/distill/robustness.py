@@ -1,8 +1,9 @@
 """Clean, FGSM and iFGSM accuracy of a trained student (beyond the paper's Table 3).
 
-Calls torchattacks directly: FGSM (Goodfellow et al.) and BIM, the iterated FGSM
-(Kurakin et al.), with 10 steps of eps/10, untargeted, on the model in eval mode. Models
-take [0, 1] images and normalise inside, so epsilon is in pixel units.
+Goes through the attack harness (``attacks.evaluate.run_attack``): the same torchattacks
+builders, eval mode, fp32 and perturbation checks as the defense track. FGSM (Goodfellow
+et al.) and iFGSM = BIM (Kurakin et al.) with 10 steps of eps/10, untargeted. Models take
+[0, 1] images and normalise inside, so epsilon is in pixel units.
 """
 from __future__ import annotations
 
@@ -12,24 +13,22 @@ import torch.nn as nn
 from bench.config import check_epsilon
 from bench.data import ImageData, to_float
 
+ATTACK_COLUMNS = {"fgsm_acc": "fgsm:eps={eps}", "ifgsm_acc": "ifgsm:eps={eps},steps=10"}
 
-def robust_accuracy(model: nn.Module, data: ImageData, epsilon: float, batch_size: int = 500,
-                    ifgsm_steps: int = 10) -> dict[str, float]:
-    import torchattacks
+
+def robust_accuracy(model: nn.Module, data: ImageData, epsilon: float, batch_size: int = 500) -> dict[str, float]:
+    from attacks.evaluate import frozen, predict_logits, run_attack
+    from attacks.specs import parse_spec
 
     eps = check_epsilon(epsilon, "eval.epsilon")
     was = model.training
-    model.eval()
-    attacks = {"fgsm_acc": torchattacks.FGSM(model, eps=eps),
-               "ifgsm_acc": torchattacks.BIM(model, eps=eps, alpha=eps / ifgsm_steps, steps=ifgsm_steps)}
-    correct = {"clean_acc": 0, **{k: 0 for k in attacks}}
-    for i in range(0, len(data), batch_size):
-        x, y = to_float(data.images[i : i + batch_size]), data.labels[i : i + batch_size]
-        with torch.no_grad():
-            correct["clean_acc"] += int((model(x).argmax(1) == y).sum())
-        for name, attack in attacks.items():
-            x_adv = attack(x, y)
-            with torch.no_grad():
-                correct[name] += int((model(x_adv).argmax(1) == y).sum())
+    x, y = to_float(data.images), data.labels
+    out = {}
+    with frozen(model):
+        out["clean_acc"] = float((predict_logits(model, x, batch_size).argmax(1) == y).float().mean())
+        for column, text in ATTACK_COLUMNS.items():
+            preds, _, _ = run_attack(model, parse_spec(text.format(eps=eps)), x, y, None,
+                                     num_classes=data.num_classes, seed=0, batch_size=batch_size)
+            out[column] = float((preds == y).float().mean())
     model.train(was)
-    return {k: v / max(1, len(data)) for k, v in correct.items()}
+    return out

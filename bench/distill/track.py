@@ -47,8 +47,12 @@ def sparse_subset(train: ImageData, fraction: float, seed: int) -> ImageData:
 
 
 def load_data(cfg: dict[str, Any], device: torch.device, data_dir: str | None):
-    """(dataset name, train, test, mean, std, distill section): an ImageFolder ``--data-dir``
-    switches to the mini-ImageNet setting (``[distill.imagefolder]`` overrides ``[distill]``)."""
+    """(dataset name, train, teacher's train, test, mean, std, distill section).
+
+    An ImageFolder ``--data-dir`` switches to the mini-ImageNet setting (``[distill.imagefolder]``
+    overrides ``[distill]``). ``train_subset`` / ``teacher_train_subset`` draw the students'
+    dense set and the teacher's training set from the preset's training data (default: all).
+    """
     section = dict(cfg["distill"])
     if is_image_folder(data_dir):
         sub = section.pop("imagefolder", None)
@@ -60,14 +64,16 @@ def load_data(cfg: dict[str, Any], device: torch.device, data_dir: str | None):
         size = int(section.get("image_size", 64))
         train = load_image_folder(data_dir, "train", size=size, device=device)
         test = load_image_folder(data_dir, "test", size=size, device=device)
-        return "imagefolder", train, test, IMAGENET_MEAN, IMAGENET_STD, section
+        return "imagefolder", train, train, test, IMAGENET_MEAN, IMAGENET_STD, section
     section.pop("imagefolder", None)
-    train, test = load_splits(cfg, device, data_dir)
-    if section.get("train_subset") is not None:  # a smaller dense set for the students and teacher
-        train = train.subset(positive_int(section["train_subset"], "distill.train_subset"),
-                             seed=int(cfg["data"].get("subset_seed", 0)))
+    full, test = load_splits(cfg, device, data_dir)
+    seed = int(cfg["data"].get("subset_seed", 0))
+    pick = lambda key: (full.subset(positive_int(section[key], f"distill.{key}"), seed=seed)
+                        if section.get(key) is not None else None)
+    train = pick("train_subset") or full
+    teacher_train = pick("teacher_train_subset") or train
     ds = DATASETS.get(cfg["data"]["dataset"])
-    return cfg["data"]["dataset"], train, test, ds.mean, ds.std, section
+    return cfg["data"]["dataset"], train, teacher_train, test, ds.mean, ds.std, section
 
 
 def _prepare(run_dir: Path, key: str) -> bool | None:
@@ -127,11 +133,13 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
     """Run the whole track of a preset; write distillation.csv/.md under ``results_dir``."""
     track, _ = resolve(cfg.get("distill"))  # validate before touching any data
     device = resolve_device(cfg["train"].get("device", "auto"))
-    dataset, train, test, mean, std, section = load_data(cfg, device, data_dir)
+    dataset, train, teacher_train, test, mean, std, section = load_data(cfg, device, data_dir)
     track, pairs = resolve(section)
     ev = cfg.get("eval", {})
     epsilon = float(ev.get("epsilon", 0.1))
-    eval_data = test.subset(ev.get("n_test"), seed=0)
+    # FGSM/iFGSM on the first n_eval test images (default: the preset's eval.n_test).
+    n_eval = section.get("n_eval", ev.get("n_test"))
+    eval_data = test.subset(positive_int(n_eval, "distill.n_eval") if n_eval is not None else None, seed=0)
     batch_size = int(section.get("batch_size", cfg["data"]["batch_size"]))
     augment = str(section.get("augment", cfg["data"].get("augment") or "none"))
     subset_seed = int(section.get("subset_seed", cfg["data"].get("subset_seed", 0)))
@@ -142,7 +150,7 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
         if teacher_dir:
             t_dir = Path(teacher_dir)
         else:
-            t_dir = train_teacher(pair.settings, spec, train, test, dataset=dataset, runs_root=runs_root,
+            t_dir = train_teacher(pair.settings, spec, teacher_train, test, dataset=dataset, runs_root=runs_root,
                                   batch_size=batch_size, augment=augment, device=device, quiet=quiet)
         teacher, t_meta = load_teacher(t_dir, model=pair.teacher, dataset=dataset, num_classes=train.num_classes,
                                        image_shape=train.shape, device=device)
