@@ -224,3 +224,17 @@ def test_methods_refuse_to_run_without_a_teacher():
         with pytest.raises(BenchError, match="needs a teacher"):
             make(method, teacher=None)
     make("baseline", teacher=None)  # the baseline (and the teacher's own training) needs none
+
+
+def test_optimizer_choice_follows_the_supplement():
+    from bench.distill.base import make_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = make_optimizer(p, {"optimizer": "sgd", "lr": 0.01})
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["weight_decay"] == 5e-4
+    assert isinstance(make_optimizer(p, {"lr": 1e-3}), torch.optim.Adam)
+    with pytest.raises(BenchError, match="unknown optimizer 'rmsprop'; valid: adam, sgd"):
+        make_optimizer(p, {"optimizer": "rmsprop"})
+    d = make("great", teacher=build_model("cnn5", SPEC), optimizer="sgd", lr=0.01)
+    assert all(isinstance(o, torch.optim.SGD) for o in d.optimizers().values())  # student and discriminator
