@@ -31,7 +31,7 @@ class Uncertainty(MultiTaskMethod):
         self.log_var = LogVariances(len(self.tasks)).to(ctx.device)
         self.w_opt = torch.optim.Adam(self.log_var.parameters(),
                                       lr=float(ctx.hp.get("weight_lr", ctx.hp.get("lr", 1e-3))))
-        self.register_factor = torch.tensor([1.0 if t.kind == "classification" else 0.5 for t in self.tasks],
+        self.factor = torch.tensor([1.0 if t.kind == "classification" else 0.5 for t in self.tasks],
                                             device=ctx.device)
 
     def modules(self):
@@ -42,14 +42,14 @@ class Uncertainty(MultiTaskMethod):
 
     def weights(self) -> torch.Tensor:
         """Normalised weights c_i exp(-s_i) / sum_j c_j exp(-s_j) (sum to 1)."""
-        w = self.register_factor * torch.exp(-self.log_var.s.detach())
+        w = self.factor * torch.exp(-self.log_var.s.detach())
         return w / w.sum()
 
     def step(self, x, y, ramp):
         self.zero(self.opt, self.w_opt)
         raw = self.task_losses(self.model(x), y)
         s = self.log_var.s
-        total = (self.register_factor * torch.exp(-s) * raw + 0.5 * s).sum()
+        total = (self.factor * torch.exp(-s) * raw + 0.5 * s).sum()
         total.backward()
         self.opt.step()
         self.w_opt.step()
