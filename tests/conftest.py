@@ -71,3 +71,27 @@ def smoke_cfg():
     from bench.config import load_preset, validate
 
     return validate(load_preset("smoke"))
+
+
+# ---------------------------------------------------------------- benchmark ratios
+# One conftest for the whole suite (test modules import helpers from it by name).
+# A benchmark joins a ratio table by setting ``benchmark.group``; the one that sets
+# ``benchmark.extra_info["reference"] = True`` is the denominator of its group, so the
+# ratios printed at the end are measured side by side in one session.
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, list] = {}
+    for b in session.benchmarks:
+        if b and b.group:
+            groups.setdefault(b.group, []).append(b)
+    for group, items in groups.items():
+        ref = next((b for b in items if b.extra_info.get("reference")), None)
+        if ref is None:
+            continue
+        terminalreporter.write_sep("-", f"ratios to {ref.name} (median, same run): {group}")
+        for b in sorted(items, key=lambda b: b.stats.median):
+            terminalreporter.write_line(
+                f"{b.name:<55} median {b.stats.median * 1e3:9.2f} ms   x{b.stats.median / ref.stats.median:5.2f}")
