@@ -223,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def run_pipeline(cfg: dict, runs: Sequence[Path], args: argparse.Namespace, train_seconds: float) -> None:
     """``great-bench run``: evaluate the preset's sweep on every run, then write the report."""
-    from attacks.evaluate import eval_set_for, read_rows
+    from attacks.evaluate import eval_set_for, read_rows, write_rows
 
     settings = eval_settings(cfg)
     specs = sweep_specs(settings.sweep)
@@ -233,7 +233,10 @@ def run_pipeline(cfg: dict, runs: Sequence[Path], args: argparse.Namespace, trai
     _, subjects = evaluate_runs(runs, specs, csv_path, settings, data_dir=args.data_dir,
                                 device=cfg["train"].get("device"), quiet=args.quiet)
     t1 = time.time()
+    # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
+    # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
     rows = current_rows(read_rows(csv_path), subjects, specs)
+    write_rows(csv_path, rows)
     data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=args.data_dir,
                         device=next(subjects[0].model.parameters()).device)
     write_report(rows, results, settings, subjects=subjects, data=data, quiet=args.quiet)
