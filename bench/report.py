@@ -41,9 +41,9 @@ COLUMNS = (
     Column("Targeted FGSM", "Random", "fgsm", "random"),
     Column("Targeted iFGSM", "Worst", "ifgsm", "worst"),
     Column("Targeted iFGSM", "Random", "ifgsm", "random"),
-    Column("Stronger", "PGD", "pgd"),
-    Column("Stronger", "CW", "cw", at="cw"),
-    Column("Stronger", "AutoAttack", "autoattack"),
+    Column("", "PGD", "pgd"),
+    Column("", "CW (L2)", "cw", at="cw"),
+    Column("", "AutoAttack", "autoattack"),
 )
 
 

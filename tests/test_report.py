@@ -43,7 +43,7 @@ def fixture_rows():
 def test_table_layout_and_mean_std_over_seeds():
     [t] = build_tables(fixture_rows(), epsilon=0.1, cw_radius=1.0)
     labels = [f"{c.group} {c.label}".strip() for c in t.columns]
-    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "Stronger CW"]
+    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "CW (L2)"]
     fgsm = next(c for c in COLUMNS if c.label == "FGSM" and c.mode == "untargeted")
     mean, std, n = t.stat("baseline", fgsm)
     assert (mean, n) == (pytest.approx(32.0), 2) and std == pytest.approx(2.8284, abs=1e-3)  # sample std
