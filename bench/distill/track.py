@@ -35,6 +35,12 @@ from bench.train import _csv, accuracy_on, fit, load_splits, resolve_device
 from defenses.base import Context
 
 KEY_FILE = "settings_key.txt"
+# Settings that do not change what one student run computes (or that the key already
+# captures through the data, teacher and evaluation fingerprints): leaving them out means
+# adding a seed or a method, or changing the other regime's epochs, retrains nothing else.
+NOT_IN_RUN_KEY = {"methods", "seeds", "epochs", "sparse_epochs", "train_subset", "teacher_train_subset",
+                  "sparse_fraction", "n_eval", "teacher", "teacher_epochs", "teacher_seed", "teacher_lr",
+                  "subset_seed", "image_size"}
 
 
 def _key(obj: Any) -> str:
@@ -101,7 +107,7 @@ def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[s
     if missing:
         raise BenchError(f"distillation method {method!r} needs {missing} in the [distill] section")
     run_dir = Path(runs_root) / "distill" / dataset / f"{pair.student}+{pair.teacher}" / regime / method / f"seed{seed}"
-    key = _key({"hp": hp, "epochs": epochs, "data": train.fingerprint(), "test": test.fingerprint(),
+    key = _key({"hp": {k: v for k, v in hp.items() if k not in NOT_IN_RUN_KEY}, "epochs": epochs, "data": train.fingerprint(), "test": test.fingerprint(),
                 "eval": [eval_data.fingerprint(), epsilon], "teacher": teacher_info["sha256"],
                 "batch_size": batch_size, "augment": augment, "method": method})
     resume = _prepare(run_dir, key)
