@@ -105,13 +105,13 @@ def cnn5(spec: ModelSpec) -> nn.Module:
     )
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride, spec: ModelSpec):
+class Residual(nn.Module):
+    """act(body(x) + shortcut(x)); the shortcut is a 1x1 projection when the shape changes.
+    Subclasses build ``body``: the basic block (ResNet) or the bottleneck (ResNeXt)."""
+
+    def __init__(self, body: nn.Module, cin: int, cout: int, stride: int, spec: ModelSpec):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), _act(spec),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
-        )
+        self.body = body
         self.short = nn.Identity()
         if stride != 1 or cin != cout:
             self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
@@ -119,6 +119,14 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         return self.act(self.body(x) + self.short(x))
+
+
+class BasicBlock(Residual):
+    def __init__(self, cin, cout, stride, spec: ModelSpec):
+        super().__init__(nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), _act(spec),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        ), cin, cout, stride, spec)
 
 
 class ResNet(nn.Module):
@@ -175,26 +183,18 @@ def resnet18_w16(spec: ModelSpec) -> nn.Module:
     return ResNet(spec, (2, 2, 2, 2), (16, 32, 64, 128))
 
 
-class ResNeXtBlock(nn.Module):
+class ResNeXtBlock(Residual):
     """ResNeXt bottleneck (Xie et al. 2017): 1x1 -> grouped 3x3 (``cardinality`` groups of
     ``width`` channels) -> 1x1, plus a projection shortcut when the shape changes."""
 
     def __init__(self, cin, cout, stride, cardinality, width, spec: ModelSpec):
-        super().__init__()
         inner = cardinality * width
-        self.body = nn.Sequential(
+        super().__init__(nn.Sequential(
             nn.Conv2d(cin, inner, 1, bias=False), nn.BatchNorm2d(inner), _act(spec),
             nn.Conv2d(inner, inner, 3, stride, 1, groups=cardinality, bias=False), nn.BatchNorm2d(inner),
             _act(spec),
             nn.Conv2d(inner, cout, 1, bias=False), nn.BatchNorm2d(cout),
-        )
-        self.short = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.act = _act(spec)
-
-    def forward(self, x):
-        return self.act(self.body(x) + self.short(x))
+        ), cin, cout, stride, spec)
 
 
 @MODELS.register("resnext29-8x64d")
