@@ -19,6 +19,11 @@ paper's Table 1 has targeted iFGSM weaker than targeted FGSM for every defense).
 - ``black_box_vs_white_box``: a black-box attack (Square) is not stronger than the white-box
   attacks at the same epsilon; compared on the same examples against the per-example
   union of all white-box attacks.
+- ``l2_contains_linf``: an L2 ball of radius r contains the Linf ball of radius e whenever
+  e * sqrt(d) <= r (d = input dimension), so an L2 attack at r must break every example a
+  Linf attack broke at such an e. Examples the Linf attack broke but the L2 attack (CW)
+  left correct are a failed L2 attack, whatever the reason (masked gradients, a badly
+  scaled objective): the L2 column of that model is an overestimate.
 
 The GREAT paper itself notes that GREAT alone obfuscates gradients (section 3, Table 1).
 """
@@ -155,11 +160,43 @@ def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float
         f"white-box minus black-box accuracy {worst:+.3f}")
 
 
+def _input_dim(dataset: str) -> int | None:
+    from bench.data import DATASETS
+
+    if dataset not in DATASETS:
+        return None
+    spec = DATASETS.get(dataset)
+    return spec.channels * spec.size * spec.size
+
+
+def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    worst, detail = None, []
+    for l2 in (r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted"):
+        d = _input_dim(str(l2.get("dataset", "")))
+        if d is None:
+            continue
+        inside = [r for r in rows if _white_box(r) and r["norm"] == "Linf" and r["mode"] == "untargeted"
+                  and _eps(r) > 0 and _eps(r) * d ** 0.5 <= _eps(l2) + 1e-9]
+        for linf in inside:
+            n = min(int(l2["n"]), int(linf["n"]))
+            missed = float((_mask(l2, n) & ~_mask(linf, n)).mean())  # L2 left correct, Linf broke
+            if worst is None or missed > worst:
+                worst = missed
+            if missed > th.tol:
+                detail.append(f"{_label(l2)} missed {missed:.3f} of examples that {_label(linf)} broke "
+                              f"(Linf ball inside the L2 ball, n={n})")
+    if worst is None:
+        return "n/a", "", "no untargeted L2 row with an Linf row whose ball it contains"
+    return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail[:2]) or (
+        f"L2 attack missed at most {worst:.3f} of the examples an inner Linf attack broke")
+
+
 CHECKS = {
     "iterative_vs_single": (iterative_vs_single, "tol"),
     "monotone_in_eps": (monotone_in_eps, "flip_tol"),
     "large_eps": (large_eps, "near_zero"),
     "black_box_vs_white_box": (black_box_vs_white_box, "tol"),
+    "l2_contains_linf": (l2_contains_linf, "tol"),
 }
 
 

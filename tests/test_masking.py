@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from attacks.evaluate import EvalSet, Subject, evaluate_subject, pack_mask
 from attacks.specs import sweep
-from bench.masking import Thresholds, black_box_vs_white_box, masking_checks, monotone_in_eps
+from bench.masking import Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, monotone_in_eps
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,6 +47,18 @@ def test_black_box_compared_with_the_union_of_white_box_attacks_on_the_same_exam
     assert status == "flag" and value == pytest.approx(0.25)
     rows[-1] = row("square", 0.1, [1, 0, 1, 1])
     assert black_box_vs_white_box(rows, Thresholds(tol=0.1))[0] == "pass"
+
+
+def test_l2_attack_that_misses_what_an_inner_linf_attack_broke_is_flagged():
+    # Fashion-MNIST: d = 784, so the Linf ball of 0.1 lies inside the L2 ball of 2.8 but not of 1.0
+    linf = row("pgd", 0.1, [0, 0, 1, 0], dataset="fashion-mnist", steps=10)
+    cw = row("cw", 3.0, [1, 0, 1, 1], norm="L2", dataset="fashion-mnist")
+    status, value, detail = l2_contains_linf([linf, cw], Thresholds(tol=0.1))
+    assert status == "flag" and value == pytest.approx(0.5) and "pgd/untargeted@0.1" in detail
+    cw_ok = row("cw", 3.0, [0, 0, 1, 0], norm="L2", dataset="fashion-mnist")
+    assert l2_contains_linf([linf, cw_ok], Thresholds(tol=0.1))[:2] == ("pass", 0.0)
+    small = row("cw", 1.0, [1, 1, 1, 1], norm="L2", dataset="fashion-mnist")  # ball too small to compare
+    assert l2_contains_linf([linf, small], Thresholds())[0] == "n/a"
 
 
 class Quantise(nn.Module):
