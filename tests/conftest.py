@@ -66,6 +66,15 @@ def _isolate_data_cache(monkeypatch, tiny_data_dir):
                             data.DatasetSpec(**{**spec.__dict__, "debian_dir": None}))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (and suffer most on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def smoke_cfg():
     from bench.config import load_preset, validate

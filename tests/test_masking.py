@@ -10,12 +10,7 @@ from attacks.specs import sweep
 from bench.masking import Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, monotone_in_eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def row(attack, eps, correct, mode="untargeted", **kw):
