@@ -149,12 +149,27 @@ def test_gradient_adversarial_with_zero_alpha_beta_follows_baseline(cls):
 def test_greace_alone_sends_no_reversed_gradient_but_trains_aux():
     torch.manual_seed(0)
     d = GREACE(TinyNet(), ctx())
+    twin = GREACE(copy.deepcopy(d.model), ctx())
+    twin.aux.load_state_dict(d.aux.state_dict())
     before = [p.clone() for p in d.aux.parameters()]
     x, y = batch()
-    d.step(x, y, Ramp(1, 0.5, 0.5, 1.0))  # ramp alpha > 0, but GREACE ignores it
+    d.step(x, y, Ramp(1, 0.5, 0.5, 1.0))     # ramp alpha > 0, but GREACE ignores it ...
+    twin.step(x, y, Ramp(1, 0.5, 0.0, 1.0))  # ... so it must match alpha = 0 exactly
     assert any(not torch.equal(a, b) for a, b in zip(before, d.aux.parameters()))
+    for a, b in zip(d.model.parameters(), twin.model.parameters()):
+        torch.testing.assert_close(a, b)
+    # the main network's gradient is exactly that of CE + the GREACE term: nothing from
+    # the auxiliary loss reaches it
+    d.model.eval(); d.aux.eval()
     loss, _ = d.losses(x, y, 0.0, 1.0)
-    assert not loss.grad_fn is None
+    got = torch.autograd.grad(loss, list(d.model.parameters()))
+    xr = x.clone().requires_grad_(True)
+    logits = d.model(xr)
+    g = masked_input_gradient(logits, xr, y, create_graph=False)
+    want = torch.autograd.grad(F.cross_entropy(logits, y) + greace_term(logits, d.aux(g), y, 1.0),
+                               list(d.model.parameters()))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 # ---------------------------------------------------------------- DataGrad, FGSM

@@ -7,7 +7,6 @@ et al.) and iFGSM = BIM (Kurakin et al.) with 10 steps of eps/10, untargeted. Mo
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from bench.config import check_epsilon
