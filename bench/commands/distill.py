@@ -6,10 +6,10 @@ from pathlib import Path
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from bench.commands.train import resolve_config
+    from bench.pipeline import resolve_config
     from bench.distill.track import run_track
 
-    cfg = resolve_config(args)
+    cfg = resolve_config(args.preset, args.overrides, device=args.device)
     preset = str(cfg.get("preset", "custom"))
     runs_root = Path(args.out) if args.out else Path("runs") / preset
     results = Path(args.results) if args.results else Path("results") / preset

@@ -2,25 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from bench.config import apply_overrides, load_preset, preset_names, validate
-from bench.errors import BenchError
-
-
-def resolve_config(args: argparse.Namespace) -> dict:
-    cfg = apply_overrides(load_preset(args.preset), args.overrides)
-    if getattr(args, "epochs", None) is not None:
-        cfg["train"]["epochs"] = args.epochs
-    if getattr(args, "seed", None) is not None:
-        cfg["train"]["seeds"] = [args.seed]
-    if args.device is not None:
-        cfg["train"]["device"] = args.device
-    return validate(cfg)
-
-
-def default_out(args: argparse.Namespace, cfg: dict) -> Path:
-    return Path(args.out) if args.out else Path("runs") / str(cfg.get("preset", "custom"))
+from bench.config import preset_names
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -41,42 +24,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from bench.pipeline import default_runs_root, resolve_config
     from bench.train import train_defense
 
-    cfg = resolve_config(args)
-    if args.epochs is not None and args.epochs <= 0:
-        raise BenchError(f"--epochs must be positive, got {args.epochs}")
-    run_dir = train_defense(cfg, args.defense, cfg["train"]["seeds"][0], default_out(args, cfg),
+    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device)
+    run_dir = train_defense(cfg, args.defense, cfg["train"]["seeds"][0], default_runs_root(cfg, args.out),
                             data_dir=args.data_dir, resume=args.resume, force=args.force, quiet=args.quiet)
     print(f"finished: {run_dir}")
     return 0
 
 
-def train_all(cfg: dict, out: Path, args: argparse.Namespace) -> list[Path]:
-    """Every defense x seed of a preset; finished runs are skipped, interrupted ones resumed."""
-    from bench.train import run_dir_for, train_defense
-    from bench.checkpoint import STATE_FILE
-
-    runs = []
-    for seed in cfg["train"]["seeds"]:
-        for defense in cfg["train"]["defenses"]:
-            partial = (run_dir_for(out, cfg, defense, seed) / STATE_FILE).is_file()
-            runs.append(train_defense(cfg, defense, seed, out, data_dir=args.data_dir, resume=partial,
-                                      skip_finished=True, quiet=args.quiet))
-    return runs
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import time
+    from bench.pipeline import benchmark, resolve_config
 
-    from bench.commands.evaluate import run_pipeline
-
-    cfg = resolve_config(args)
-    out = default_out(args, cfg)
-    t0 = time.time()
-    runs = train_all(cfg, out, args)
-    print(f"trained {len(runs)} runs under {out}")
-    run_pipeline(cfg, runs, args, time.time() - t0)  # evaluate the preset's sweep, write the report
+    cfg = resolve_config(args.preset, args.overrides, device=args.device)
+    benchmark(cfg, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet)
     return 0
 
 

@@ -1,0 +1,64 @@
+"""The ``[eval]`` section of a preset as typed settings, and the sweep it names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from bench.config import check_epsilon, positive_int
+from bench.errors import BenchError
+
+
+@dataclass
+class EvalSettings:
+    """The ``[eval]`` section of a preset, checked."""
+
+    epsilon: float = 0.1
+    n_test: int | None = None
+    seed: int = 0
+    batch_size: int = 500
+    sweep: list[str] = field(default_factory=list)
+    cw_radius: float = 1.0
+    large_epsilon: float = 0.5
+    saliency_images: int = 4
+    tol: float = 0.02
+    flip_tol: float = 0.05
+    near_zero: float = 0.05
+
+
+def paper_sweep(eps: float) -> list[str]:
+    """Tables 1-2 of the paper: no attack, FGSM and iFGSM (k = 10) in all three modes."""
+    return ["none", f"fgsm:eps={eps},mode=untargeted|random|worst", f"ifgsm:eps={eps},mode=untargeted|random|worst"]
+
+
+def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
+    ev = dict(cfg.get("eval", {}))
+    known = set(EvalSettings.__dataclass_fields__)
+    unknown = sorted(set(ev) - known)
+    if unknown:
+        raise BenchError(f"[eval] has unknown key {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+    s = EvalSettings(**ev)
+    check_epsilon(s.epsilon, "eval.epsilon")
+    check_epsilon(s.large_epsilon, "eval.large_epsilon")
+    if s.n_test is not None:
+        positive_int(s.n_test, "eval.n_test")
+    positive_int(s.batch_size, "eval.batch_size")
+    positive_int(s.saliency_images, "eval.saliency_images")
+    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
+        raise BenchError(f"eval.seed = {s.seed!r} is invalid: expected a non-negative integer")
+    for k in ("cw_radius", "tol", "flip_tol", "near_zero"):
+        v = getattr(s, k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number >= 0")
+    if not isinstance(s.sweep, list) or not all(isinstance(a, str) for a in s.sweep):
+        raise BenchError("eval.sweep must be a list of attack strings such as 'ifgsm:eps=0.1,mode=worst'")
+    s.sweep = s.sweep or paper_sweep(s.epsilon)
+    return s
+
+
+def sweep_specs(attacks: Sequence[str]):
+    from attacks.specs import sweep
+
+    specs = sweep(attacks)
+    if not specs:
+        raise BenchError("the sweep is empty; give at least one attack")
+    return specs

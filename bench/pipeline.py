@@ -1,0 +1,133 @@
+"""The library API: typed functions to train, evaluate, report and run the whole benchmark.
+
+The command line (``bench/commands``) only parses arguments and calls these; users import
+them directly (in the spirit of RobustBench's ``benchmark()``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from attacks.evaluate import eval_set_for, evaluate, read_rows, subject_from_factory, subject_from_run, write_rows
+from bench.checkpoint import STATE_FILE
+from bench.config import apply_overrides, load_preset, validate
+from bench.errors import BenchError
+from bench.eval_settings import EvalSettings, eval_settings, sweep_specs
+from bench.reporting import write_report
+from bench.data import load_dataset
+from bench.train import model_spec_for, resolve_device, run_dir_for, train_defense
+
+
+def resolve_config(preset: str, overrides: Sequence[str] = (), *, epochs: int | None = None,
+                   seed: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """A preset (name or .toml path) with ``section.key=value`` overrides applied, validated."""
+    cfg = apply_overrides(load_preset(preset), list(overrides))
+    if epochs is not None:
+        cfg["train"]["epochs"] = epochs
+    if seed is not None:
+        cfg["train"]["seeds"] = [seed]
+    if device is not None:
+        cfg["train"]["device"] = device
+    return validate(cfg)
+
+
+def default_runs_root(cfg: dict[str, Any], out: str | Path | None = None) -> Path:
+    return Path(out) if out else Path("runs") / str(cfg.get("preset", "custom"))
+
+
+def default_results_dir(cfg: dict[str, Any], results: str | Path | None = None) -> Path:
+    return Path(results) if results else Path("results") / str(cfg.get("preset", "custom"))
+
+
+def train_all(cfg: dict[str, Any], out: Path, *, data_dir: str | None = None, quiet: bool = False) -> list[Path]:
+    """Every defense x seed of a preset; finished runs are skipped, interrupted ones resumed."""
+    runs = []
+    for seed in cfg["train"]["seeds"]:
+        for defense in cfg["train"]["defenses"]:
+            partial = (run_dir_for(out, cfg, defense, seed) / STATE_FILE).is_file()
+            runs.append(train_defense(cfg, defense, seed, out, data_dir=data_dir, resume=partial,
+                                      skip_finished=True, quiet=quiet))
+    return runs
+
+
+def evaluate_runs(run_dirs: Sequence[Path], specs, csv_path: Path, settings: EvalSettings, *,
+                  data_dir: str | None = None, device=None, force: bool = False, quiet: bool = False):
+    """Evaluate finished run directories (each on the test data it was trained with)."""
+    dev = resolve_device(device)
+    subjects = [subject_from_run(r, dev) for r in run_dirs]  # fails early on a bad run or sha256
+    rows: list[dict] = []
+    for subject in subjects:
+        data = eval_set_for(subject.meta["config"], settings.n_test, data_dir=data_dir, device=dev,
+                            expect_fingerprint=subject.meta.get("test_fingerprint"))
+        rows = evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
+                        batch_size=settings.batch_size, force=force, quiet=quiet)
+        if not quiet:
+            print(f"evaluated {subject.defense} seed {subject.seed} ({subject.source})")
+    return rows, subjects
+
+
+def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs, csv_path: Path,
+                   settings: EvalSettings, *, name: str | None = None, data_dir: str | None = None,
+                   device: str | None = None, force: bool = False, quiet: bool = False) -> list[dict]:
+    """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
+    dev = resolve_device(device)
+    data = eval_set_for(cfg, settings.n_test, data_dir=data_dir, device=dev)
+    test = load_dataset(cfg["data"]["dataset"], "test", data_dir=data_dir, device=dev)
+    subject = subject_from_factory(factory, weights, model_spec_for(cfg, test), cfg["data"]["dataset"],
+                                   name=name, device=dev)
+    return evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
+                    batch_size=settings.batch_size, force=force, quiet=quiet)
+
+
+def current_rows(rows: Sequence[dict], subjects, specs) -> list[dict]:
+    """Rows of these checkpoints and this sweep (the CSV may also cache older ones)."""
+    shas = {s.sha256 for s in subjects}
+    keys = {s.key() for s in specs}
+    return [r for r in rows if r["checkpoint_sha256"] in shas and r["spec"] in keys]
+
+
+def report(csv_path: Path, results: Path, settings: EvalSettings, *, runs: Sequence[Path] = (),
+           data_dir: str | None = None, device: str | None = None, quiet: bool = False) -> list[Path]:
+    """Tables, curves and masking checks from a robustness CSV (+ saliency maps given runs)."""
+    if not Path(csv_path).is_file():
+        raise BenchError(f"{csv_path} does not exist; run `great-bench evaluate` first (or pass --csv)")
+    rows = read_rows(csv_path)
+    subjects, data = [], None
+    if runs:
+        dev = resolve_device(device)
+        subjects = [subject_from_run(r, dev) for r in runs]
+        shas = {s.sha256 for s in subjects}
+        rows = [r for r in rows if r["checkpoint_sha256"] in shas]
+        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+    return write_report(rows, results, settings, subjects=subjects, data=data, quiet=quiet)
+
+
+def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: str | Path | None = None,
+              data_dir: str | None = None, quiet: bool = False) -> Path:
+    """``great-bench run``: train every defense x seed, evaluate the preset's sweep, write the
+    report. Returns the results folder."""
+    runs_root = default_runs_root(cfg, out)
+    results_dir = default_results_dir(cfg, results)
+    t0 = time.time()
+    runs = train_all(cfg, runs_root, data_dir=data_dir, quiet=quiet)
+    print(f"trained {len(runs)} runs under {runs_root}")
+    train_seconds = time.time() - t0
+    settings = eval_settings(cfg)
+    specs = sweep_specs(settings.sweep)
+    csv_path = results_dir / "robustness.csv"
+    t1 = time.time()
+    _, subjects = evaluate_runs(runs, specs, csv_path, settings, data_dir=data_dir,
+                                device=cfg["train"].get("device"), quiet=quiet)
+    t2 = time.time()
+    # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
+    # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
+    rows = current_rows(read_rows(csv_path), subjects, specs)
+    write_rows(csv_path, rows)
+    data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir,
+                        device=next(subjects[0].model.parameters()).device)
+    write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)
+    t3 = time.time()
+    print(f"time: train {train_seconds:.1f} s, attack {t2 - t1:.1f} s, report {t3 - t2:.1f} s "
+          f"(total {t3 - t0:.1f} s); results in {results_dir}")
+    return results_dir

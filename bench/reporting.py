@@ -1,0 +1,66 @@
+"""Every view of the tidy rows, written into one results folder.
+
+``write_report`` turns robustness rows into the paper-layout tables (Markdown, LaTeX, CSV),
+the accuracy-vs-epsilon curves, the gradient-masking checks and (given the models) the
+saliency maps. It reads rows only; it never attacks or trains.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from bench.atomic import write_text
+from bench.errors import BenchError
+from bench.eval_settings import EvalSettings
+from bench.masking import Thresholds, as_rows, masking_checks
+from bench.plots import plot_acc_vs_eps
+from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
+from bench.saliency import plot_saliency
+
+
+def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
+                 quiet: bool = False) -> list[Path]:
+    """table.md/.tex/.csv, acc_vs_eps.png/.pdf, masking.csv and (given models) saliency.png."""
+    if not rows:
+        raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
+    results.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(rows, settings.epsilon, settings.cw_radius)
+    checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
+                                                     settings.near_zero)))
+    write_text(results / "table.md", to_markdown(tables) + "\n" + masking_markdown(checks))
+    write_text(results / "table.tex", to_latex(tables))
+    write_text(results / "table.csv", to_csv(tables))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(checks[0]) if checks else ["defense"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(checks)
+    write_text(results / "masking.csv", buf.getvalue())
+    plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
+    written = [results / f for f in ("table.md", "table.tex", "table.csv", "masking.csv", "acc_vs_eps.png",
+                                     "acc_vs_eps.pdf")]
+    if subjects and data is not None:
+        first: dict[str, Any] = {}
+        for s in subjects:  # one model per defense (the first seed)
+            first.setdefault(s.defense, s.model)
+        idx = _one_per_class(data.y, settings.saliency_images)
+        plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
+        written.append(results / "saliency.png")
+    if not quiet:
+        for p in written:
+            print(f"wrote {p}")
+    return written
+
+
+def _one_per_class(y, k: int):
+    """The first test example of each of the first k classes met: fixed, varied images."""
+    seen: dict[int, int] = {}
+    for i, c in enumerate(y.tolist()):
+        if c not in seen:
+            seen[c] = i
+        if len(seen) == k:
+            break
+    return torch.tensor(list(seen.values()), device=y.device)
