@@ -12,9 +12,9 @@ checkpoint sha256, spec, examples and seed are skipped unless ``force``.
 """
 from __future__ import annotations
 
-import csv
 import functools
-import io
+import hashlib
+import inspect
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,9 +28,14 @@ import torch.nn as nn
 from attacks.registry import ATTACKS, build_attack
 from attacks.specs import AttackSpec
 from attacks.targets import targets_for
-from bench.atomic import write_text
+from bench.checkpoint import load_run, load_weights, sha256_file
+from bench.data import load_dataset, to_float
 from bench.errors import BenchError
 from bench.progress import progress
+from bench.registry import load_object
+from bench.rows import merge_rows, read_rows
+from bench.rows import write_rows as _write_rows
+from bench.run import versions
 
 # Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
 ROW_FIELDS = [
@@ -70,8 +75,6 @@ class EvalSet:
         return int(self.y.shape[0])
 
     def fingerprint(self, n: int | None = None) -> str:
-        import hashlib
-
         n = len(self) if n is None else n
         h = hashlib.sha256()
         h.update((self.x[:n] * 255).round().to(torch.uint8).cpu().numpy().tobytes())
@@ -162,8 +165,6 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
-    from bench.train import versions
-
     v = versions()
     return {"torch": v["torch"], "torchattacks": v["torchattacks"], "great_bench": v["great-bench"]}
 
@@ -172,19 +173,9 @@ def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in ("checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint"))
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
+    """Replace a robustness CSV with ``rows`` (atomic; ``merge_rows`` is the shared-file way)."""
+    _write_rows(path, rows, ROW_FIELDS)
 
 
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
@@ -254,37 +245,42 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
 def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackSpec], csv_path: str | Path, *,
              n_test: int | None = None, eval_seed: int = 0, batch_size: int = 500, force: bool = False,
              quiet: bool = True) -> list[dict[str, Any]]:
-    """Evaluate every subject; merge the rows into ``csv_path`` (atomic rewrite after each row)."""
+    """Evaluate every subject; merge the rows into ``csv_path`` after each row.
+
+    Each merge happens under the CSV's file lock (``bench.rows.merge_rows``): any number of
+    evaluators sharing the file keep every row; the rewrite itself is atomic.
+    """
     csv_path = Path(csv_path)
-    existing = read_rows(csv_path)
-    if existing and set(existing[0]) != set(ROW_FIELDS):
-        raise BenchError(f"{csv_path} has different columns than this version writes; "
-                         "move it away or pass another output path")
+
+    def check(existing: list[dict[str, str]]) -> None:
+        if existing and set(existing[0]) != set(ROW_FIELDS):
+            raise BenchError(f"{csv_path} has different columns than this version writes; "
+                             "move it away or pass another output path")
+
     # A run re-trained since its last evaluation has a new checkpoint: its old rows are superseded.
     current = {(s.dataset, str(s.defense), str(s.seed)): s.sha256 for s in subjects}
-    existing = [r for r in existing if current.get((r["dataset"], r["defense"], str(r["seed"])),
-                                                   r["checkpoint_sha256"]) == r["checkpoint_sha256"]]
-    table: dict[tuple[str, ...], dict[str, Any]] = {row_key(r): r for r in existing}
-    skip = set() if force else set(table)
+
+    def keep(r: dict[str, Any]) -> bool:
+        return current.get((r["dataset"], r["defense"], str(r["seed"])), r["checkpoint_sha256"]) == r["checkpoint_sha256"]
+
+    table = merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, check=check)
+    skip = set() if force else {row_key(r) for r in table}
+    rows: list[dict[str, Any]] = []
 
     def on_row(row: dict[str, Any]) -> None:
-        table[row_key(row)] = row
-        write_rows(csv_path, list(table.values()))
+        rows.append(row)
+        merge_rows(csv_path, [row], row_key, ROW_FIELDS, keep=keep, check=check)
 
     for subject in subjects:
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
                          skip=skip, on_row=on_row, quiet=quiet)
-    if not csv_path.exists():
-        write_rows(csv_path, [])
-    return list(table.values())
+    return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, check=check)
 
 
 # ---------------------------------------------------------------- loading what to evaluate
 
 def subject_from_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Subject:
     """A finished run directory; ``load_run`` verifies the weights' sha256 against meta.json."""
-    from bench.checkpoint import load_run
-
     model, meta = load_run(run_dir, device)
     return Subject(model, str(meta.get("defense", Path(run_dir).parent.name)), meta.get("seed", ""),
                    str(meta.get("dataset", "")), meta["files"]["model.safetensors"]["sha256"],
@@ -295,11 +291,6 @@ def subject_from_factory(factory: str, weights: str | Path, spec, dataset: str, 
                          device: str | torch.device = "cpu") -> Subject:
     """A user-brought model: ``module:factory`` (called with no arguments or with a ModelSpec)
     returning an nn.Module that takes [0, 1] images, plus a safetensors weights file."""
-    import inspect
-
-    from bench.checkpoint import load_weights, sha256_file
-    from bench.registry import load_object
-
     fn = load_object(factory, "model factory")
     if not callable(fn):
         raise BenchError(f"model factory {factory!r} is not callable")
@@ -318,8 +309,6 @@ def subject_from_factory(factory: str, weights: str | Path, spec, dataset: str, 
 def eval_set_for(cfg: dict[str, Any], n_test: int | None, *, data_dir: str | None = None,
                  device: str | torch.device = "cpu", expect_fingerprint: str | None = None) -> EvalSet:
     """The preset's test subset (the same examples the runs were tested on), first ``n_test``."""
-    from bench.data import load_dataset, to_float
-
     d = cfg["data"]
     test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
     test = test.subset(d.get("test_subset"), seed=int(d.get("subset_seed", 0)))

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from bench.atomic import atomic_path
 from bench.errors import BenchError
+from bench.models import ModelSpec, build_model
 
 STATE_FILE = Path("ckpt") / "last.safetensors"
 
@@ -160,8 +161,6 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, meta) for a finished run directory; verifies the sha256."""
-    from bench.models import ModelSpec, build_model
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_spec"].items()})

@@ -20,16 +20,6 @@ COMMAND_MODULES = (
 )
 
 
-def common_args(p: argparse.ArgumentParser, *, preset_default: str | None = "quick") -> None:
-    """Options shared by every command that reads a preset."""
-    p.add_argument("--preset", default=preset_default, help="preset name or .toml path (see `great-bench list`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a preset value, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--data-dir", default=None, help="folder with dataset files (default: ~/.cache/great-bench/data)")
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="great-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

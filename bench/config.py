@@ -6,7 +6,11 @@ A config is a nested dict with sections:
   train  epochs, seeds, defenses to train, device
   hp     hyper-parameters every defense may read (lr, alpha_max, beta_max, ...)
   defense_hp.<name>  per-defense overrides of ``hp``
+  variants  named variants of a defense with other hyper-parameters
   eval, distill, multitask  sections owned by the other tracks
+
+This module loads presets and holds the value validators (one per concept);
+``bench/settings.py`` parses a whole preset into typed settings with them.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from bench.errors import BenchError
+from bench.registry import suggest
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -45,7 +50,8 @@ def load_preset(name: str) -> dict[str, Any]:
     return cfg
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (numbers, lists, inline tables, quoted strings), else a bare string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -53,7 +59,11 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``section.key=value`` strings (TOML values: numbers, lists, quoted or bare strings)."""
+    """``section.key=value`` strings (TOML values: numbers, lists, quoted or bare strings).
+
+    Keys are not checked here: ``bench.settings.parse`` refuses unknown ones, so a typo in
+    ``--set`` and one in a preset file get the same message.
+    """
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -65,17 +75,34 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise BenchError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(value.strip())
+        node[parts[-1]] = parse_value(value.strip())
     return cfg
 
 
-def check_hyperparameters(hp: dict[str, Any], where: str = "hp") -> None:
-    """Hyper-parameters must be finite and non-negative numbers."""
+# ---------------------------------------------------------------- validators, one per concept
+
+def check_keys(table: dict[str, Any], valid, where: str, what: str = "keys") -> None:
+    """Refuse a key not in ``valid`` with the nearest valid name (difflib)."""
+    valid = list(valid)
+    for key in table:
+        if key not in valid:
+            name = f"{where}.{key}" if where else key
+            hint = suggest(key, valid, prefix=f"{where}." if where else "")
+            raise BenchError(f"unknown {'key' if where else 'section'} {name}{hint}; valid {what}"
+                             f"{f' of [{where}]' if where else ''}: {', '.join(sorted(valid))}")
+
+
+def check_hp_values(hp: dict[str, Any], where: str = "hp") -> None:
+    """Hyper-parameters: numbers finite and >= 0; the FGSM epsilon in [0, 1]; the clean weight in [0, 1]."""
     for k, v in hp.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if not math.isfinite(v) or v < 0:
             raise BenchError(f"{where}.{k} = {v!r} is invalid: hyper-parameters must be finite and >= 0")
+    if "fgsm_eps" in hp:
+        check_epsilon(hp["fgsm_eps"], f"{where}.fgsm_eps")
+    if isinstance(hp.get("fgsm_mix"), (int, float)) and hp["fgsm_mix"] > 1:
+        raise BenchError(f"{where}.fgsm_mix = {hp['fgsm_mix']} is invalid: the clean weight lies in [0, 1]")
 
 
 def check_epsilon(eps: float, what: str = "epsilon") -> float:
@@ -90,34 +117,19 @@ def positive_int(value: Any, what: str) -> int:
     return value
 
 
-def defense_hp(cfg: dict[str, Any], defense: str) -> dict[str, Any]:
-    """``hp`` merged with ``defense_hp.<defense>``, validated."""
-    hp = dict(cfg.get("hp", {}))
-    hp.update(cfg.get("defense_hp", {}).get(defense, {}))
-    check_hyperparameters(hp, f"hp (defense {defense})")
-    if "fgsm_eps" in hp:
-        check_epsilon(hp["fgsm_eps"], "hp.fgsm_eps")
-    if "fgsm_mix" in hp and hp["fgsm_mix"] > 1:
-        raise BenchError(f"hp.fgsm_mix = {hp['fgsm_mix']} is invalid: the clean weight lies in [0, 1]")
-    return hp
+def optional_positive_int(value: Any, what: str) -> int | None:
+    return None if value is None else positive_int(value, what)
 
 
-def validate(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check the parts of a config every command relies on; return it."""
-    for section in ("data", "model", "train"):
-        if not isinstance(cfg.get(section), dict):
-            raise BenchError(f"config lacks the [{section}] section")
-    positive_int(cfg["train"].get("epochs"), "train.epochs")
-    positive_int(cfg["data"].get("batch_size"), "data.batch_size")
-    for k in ("train_subset", "test_subset"):
-        if cfg["data"].get(k) is not None:
-            positive_int(cfg["data"][k], f"data.{k}")
-    seeds = cfg["train"].get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise BenchError(f"train.seeds = {seeds!r} is invalid: expected a list of non-negative integers")
-    check_hyperparameters(cfg.get("hp", {}))
-    for name, sub in cfg.get("defense_hp", {}).items():
-        check_hyperparameters(sub, f"defense_hp.{name}")
-    if "eval" in cfg and "epsilon" in cfg["eval"]:
-        check_epsilon(cfg["eval"]["epsilon"], "eval.epsilon")
-    return cfg
+def nonnegative_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BenchError(f"{what} = {value!r} is invalid: expected an integer >= 0")
+    return value
+
+
+def seed_list(value: Any, what: str) -> tuple[int, ...]:
+    """A non-empty list of integers >= 0 (``true`` is not a seed)."""
+    if not isinstance(value, list) or not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise BenchError(f"{what} = {value!r} is invalid: expected a non-empty list of integers >= 0")
+    return tuple(value)

@@ -9,50 +9,64 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from attacks.evaluate import eval_set_for, evaluate, read_rows, subject_from_factory, subject_from_run, write_rows
-from bench.checkpoint import STATE_FILE
-from bench.config import apply_overrides, load_preset, validate
+from attacks.evaluate import (ROW_FIELDS, Subject, eval_set_for, evaluate, row_key, subject_from_factory,
+                              subject_from_run)
+from attacks.specs import AttackSpec
+from bench.config import apply_overrides, load_preset
+from bench.data import load_dataset
+from bench.defense_track import model_spec_for, train_defense
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, eval_settings, sweep_specs
 from bench.reporting import write_report
-from bench.data import load_dataset
-from bench.train import model_spec_for, resolve_device, run_dir_for, train_defense
+from bench.rows import merge_rows, read_rows
+from bench.settings import parse, parse_variant_arg
+from bench.train import resolve_device
 
 
-def resolve_config(preset: str, overrides: Sequence[str] = (), *, epochs: int | None = None,
-                   seed: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """A preset (name or .toml path) with ``section.key=value`` overrides applied, validated."""
-    cfg = apply_overrides(load_preset(preset), list(overrides))
+def resolve_config(preset: str | Path, overrides: Sequence[str] = (), *, epochs: int | None = None,
+                   seed: int | None = None, seeds: Sequence[int] | None = None, device: str | None = None,
+                   variants: Sequence[str] = ()) -> dict[str, Any]:
+    """A preset (name or .toml path) with ``section.key=value`` overrides, ``--variant``
+    declarations (``NAME=DEFENSE[:key=value,...]``) and the common options applied, then
+    parsed by ``bench.settings.parse`` (unknown keys refused). Returns the config dict that
+    runs record in meta.json."""
+    cfg = apply_overrides(load_preset(str(preset)), list(overrides))
+    for text in variants:
+        name, table = parse_variant_arg(text)
+        cfg.setdefault("variants", {})[name] = table
     if epochs is not None:
         cfg["train"]["epochs"] = epochs
-    if seed is not None:
-        cfg["train"]["seeds"] = [seed]
+    if seed is not None and seeds is not None:
+        raise BenchError("give --seed or --seeds, not both")
+    if seed is not None or seeds is not None:
+        cfg["train"]["seeds"] = [seed] if seed is not None else list(seeds or [])
     if device is not None:
         cfg["train"]["device"] = device
-    return validate(cfg)
+    parse(cfg)
+    return cfg
 
 
 def default_runs_root(cfg: dict[str, Any], out: str | Path | None = None) -> Path:
+    """``runs/<preset>`` unless ``out`` is given: where every track keeps its run directories."""
     return Path(out) if out else Path("runs") / str(cfg.get("preset", "custom"))
 
 
 def default_results_dir(cfg: dict[str, Any], results: str | Path | None = None) -> Path:
+    """``results/<preset>`` unless ``results`` is given: where every track writes its report."""
     return Path(results) if results else Path("results") / str(cfg.get("preset", "custom"))
 
 
-def train_all(cfg: dict[str, Any], out: Path, *, data_dir: str | None = None, quiet: bool = False) -> list[Path]:
-    """Every defense x seed of a preset; finished runs are skipped, interrupted ones resumed."""
-    runs = []
-    for seed in cfg["train"]["seeds"]:
-        for defense in cfg["train"]["defenses"]:
-            partial = (run_dir_for(out, cfg, defense, seed) / STATE_FILE).is_file()
-            runs.append(train_defense(cfg, defense, seed, out, data_dir=data_dir, resume=partial,
-                                      skip_finished=True, quiet=quiet))
-    return runs
+def train_all(cfg: dict[str, Any], out: str | Path, *, data_dir: str | None = None, quiet: bool = False) -> list[Path]:
+    """Every defense and variant x seed of a preset. A finished run of the same identity is
+    reused, an interrupted one resumed, a stale one retrained (one line says what changed)."""
+    s = parse(cfg)
+    return [train_defense(cfg, defense, seed, out, data_dir=data_dir, reuse=True, quiet=quiet)
+            for seed in s.train.seeds for defense in s.defenses_to_train()]
 
 
-def evaluate_runs(run_dirs: Sequence[Path], specs, csv_path: Path, settings: EvalSettings, *,
-                  data_dir: str | None = None, device=None, force: bool = False, quiet: bool = False):
+def evaluate_runs(run_dirs: Sequence[Path], specs: Sequence[AttackSpec], csv_path: Path, settings: EvalSettings, *,
+                  data_dir: str | None = None, device: str | None = None, force: bool = False,
+                  quiet: bool = False) -> tuple[list[dict[str, Any]], list[Subject]]:
     """Evaluate finished run directories (each on the test data it was trained with)."""
     dev = resolve_device(device)
     subjects = [subject_from_run(r, dev) for r in run_dirs]  # fails early on a bad run or sha256
@@ -67,7 +81,7 @@ def evaluate_runs(run_dirs: Sequence[Path], specs, csv_path: Path, settings: Eva
     return rows, subjects
 
 
-def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs, csv_path: Path,
+def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs: Sequence[AttackSpec], csv_path: Path,
                    settings: EvalSettings, *, name: str | None = None, data_dir: str | None = None,
                    device: str | None = None, force: bool = False, quiet: bool = False) -> list[dict]:
     """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
@@ -78,13 +92,6 @@ def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs
                                    name=name, device=dev)
     return evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
                     batch_size=settings.batch_size, force=force, quiet=quiet)
-
-
-def current_rows(rows: Sequence[dict], subjects, specs) -> list[dict]:
-    """Rows of these checkpoints and this sweep (the CSV may also cache older ones)."""
-    shas = {s.sha256 for s in subjects}
-    keys = {s.key() for s in specs}
-    return [r for r in rows if r["checkpoint_sha256"] in shas and r["spec"] in keys]
 
 
 def report(csv_path: Path, results: Path, settings: EvalSettings, *, runs: Sequence[Path] = (),
@@ -111,7 +118,8 @@ def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: st
     results_dir = default_results_dir(cfg, results)
     t0 = time.time()
     runs = train_all(cfg, runs_root, data_dir=data_dir, quiet=quiet)
-    print(f"trained {len(runs)} runs under {runs_root}")
+    if not quiet:
+        print(f"trained {len(runs)} runs under {runs_root}")
     train_seconds = time.time() - t0
     settings = eval_settings(cfg)
     specs = sweep_specs(settings.sweep)
@@ -122,8 +130,9 @@ def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: st
     t2 = time.time()
     # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
     # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
-    rows = current_rows(read_rows(csv_path), subjects, specs)
-    write_rows(csv_path, rows)
+    shas, keys = {s.sha256 for s in subjects}, {spec.key() for spec in specs}
+    rows = merge_rows(csv_path, [], row_key, ROW_FIELDS,
+                      keep=lambda r: r["checkpoint_sha256"] in shas and r["spec"] in keys)
     data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir,
                         device=next(subjects[0].model.parameters()).device)
     write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)

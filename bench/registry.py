@@ -25,6 +25,8 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
+            if isinstance(obj, type):
+                obj.name = name  # a registered class's name is written once: in this line
             self._items[name] = obj
             return obj
 
@@ -38,10 +40,8 @@ class Registry(Generic[T]):
             return self._items[name]
         if ":" in name:
             return load_object(name, self.kind)
-        hint = difflib.get_close_matches(name, self._items, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise BenchError(
-            f"unknown {self.kind} {name!r}{extra}; valid: {', '.join(sorted(self._items))}"
+            f"unknown {self.kind} {name!r}{suggest(name, self._items)}; valid: {', '.join(sorted(self._items))}"
             + (" or package.module:Name" if self.kind in ("defense", "model") else "")
         )
 
@@ -53,6 +53,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
+
+
+def suggest(name: str, valid, prefix: str = "") -> str:
+    """``; did you mean hp.alpha_max?`` for the nearest valid name (difflib), else ''."""
+    hint = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {prefix}{hint[0]}?" if hint else ""
 
 
 def load_object(spec: str, kind: str = "object"):

@@ -6,8 +6,6 @@ saliency maps. It reads rows only; it never attacks or trains.
 """
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +16,7 @@ from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.masking import Thresholds, as_rows, masking_checks
 from bench.plots import plot_acc_vs_eps
+from bench.rows import write_rows
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
 from bench.saliency import plot_saliency
 
@@ -34,11 +33,7 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     write_text(results / "table.md", to_markdown(tables) + "\n" + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
     write_text(results / "table.csv", to_csv(tables))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(checks[0]) if checks else ["defense"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(checks)
-    write_text(results / "masking.csv", buf.getvalue())
+    write_rows(results / "masking.csv", checks, list(checks[0]) if checks else ["defense"])
     plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
     written = [results / f for f in ("table.md", "table.tex", "table.csv", "masking.csv", "acc_vs_eps.png",
                                      "acc_vs_eps.pdf")]

@@ -1,20 +1,14 @@
 """The one training loop: epochs, schedules, logging, checkpointing and resume.
 
-Every track (defenses, distillation, multi-task) hands ``fit`` a ``Defense``-like object
-that implements one step; ``fit`` does everything around it. ``train_defense`` builds
-the data, model and defense for the defense track from a config.
+Every track (defenses, distillation, multi-task) hands ``fit`` a ``bench.method.Method``
+that implements one step; ``fit`` does everything around it. Which run directory to train
+into, and whether to reuse it, is ``bench/run.py``'s business; the defense track itself is
+``bench/defense_track.py``.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-import platform
-import shutil
-import subprocess
-import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -22,12 +16,12 @@ import torch
 
 from bench.atomic import write_json, write_text
 from bench.checkpoint import STATE_FILE, load_training_state, save_training_state, save_weights
-from bench.config import defense_hp, validate
-from bench.data import DATASETS, Batches, ImageData, load_dataset, to_float
+from bench.data import ImageData, to_float
 from bench.errors import BenchError
-from bench.models import ModelSpec, build_model
+from bench.method import Method, Ramp
 from bench.progress import progress
-from defenses.base import Context, Defense, Ramp
+from bench.rows import csv_text
+from bench.run import git_revision, versions
 
 
 class BatchSource(Protocol):
@@ -39,35 +33,6 @@ def ramp(epoch: int, epochs: int, alpha_max: float = 0.0, beta_max: float = 0.0)
     """Paper supplement: m = (1 - e/E)^0.9 multiplies the lr; alpha, beta = max * (1 - m)."""
     m = (1.0 - epoch / epochs) ** 0.9
     return Ramp(epoch, m, alpha_max * (1.0 - m), beta_max * (1.0 - m))
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("torchvision", "torchattacks", "numpy", "safetensors"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # not installed: record its absence, do not fail training
-            out[mod] = "missing"
-    try:
-        from importlib.metadata import version
-
-        out["great-bench"] = version("great-bench")
-    except Exception:
-        out["great-bench"] = "source"
-    return out
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        if rev.returncode == 0:
-            return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -95,34 +60,9 @@ def accuracy_on(model: torch.nn.Module, data: ImageData, batch_size: int = 512) 
     return float(correct) / max(1, len(data))
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    w = csv.DictWriter(buf, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> bool:
-    """Decide what to do with an existing run directory; return True to resume."""
-    finished = (run_dir / "meta.json").is_file()
-    partial = (run_dir / STATE_FILE).is_file()
-    if force:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        return False
-    if finished:
-        raise BenchError(f"{run_dir} already holds a finished run; pass --force to retrain it")
-    if partial and not resume:
-        raise BenchError(f"{run_dir} holds an interrupted run; pass --resume to continue it "
-                         "or --force to start over")
-    return partial and resume
-
-
-def fit(method: Defense, batches: BatchSource, *, epochs: int, run_dir: Path, seed: int,
+def fit(method: Method, batches: BatchSource, *, epochs: int, run_dir: Path, seed: int,
         meta: dict[str, Any], alpha_max: float = 0.0, beta_max: float = 0.0, resume: bool = False,
-        quiet: bool = False, final_metrics: Callable[[Defense], dict[str, float]] | None = None,
+        quiet: bool = False, final_metrics: Callable[[Method], dict[str, float]] | None = None,
         label: str = "") -> dict[str, Any]:
     """Train ``method`` for ``epochs``; checkpoint every epoch; write the finished run.
 
@@ -174,7 +114,7 @@ def fit(method: Defense, batches: BatchSource, *, epochs: int, run_dir: Path, se
     method.train(False)
     files = {f"{name}.safetensors": {"sha256": save_weights(m, run_dir / f"{name}.safetensors")}
              for name, m in modules.items()}
-    write_text(run_dir / "train_log.csv", _csv(log_rows))
+    write_text(run_dir / "train_log.csv", csv_text(log_rows))
     metrics = final_metrics(method) if final_metrics else {}
     meta = dict(meta)
     meta.update(status="finished", seed=seed, epochs=epochs, files=files, metrics=metrics,
@@ -184,72 +124,3 @@ def fit(method: Defense, batches: BatchSource, *, epochs: int, run_dir: Path, se
     write_json(run_dir / "meta.json", meta)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     return meta
-
-
-# ---------------------------------------------------------------- defense track
-
-def run_dir_for(out: Path, cfg: dict[str, Any], defense: str, seed: int) -> Path:
-    safe = defense.replace(":", "_").replace("/", "_")
-    return Path(out) / cfg["data"]["dataset"] / safe / f"seed{seed}"
-
-
-def load_splits(cfg: dict[str, Any], device: torch.device, data_dir: str | None):
-    d = cfg["data"]
-    train = load_dataset(d["dataset"], "train", data_dir=data_dir, device=device)
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    seed = int(d.get("subset_seed", 0))
-    return train.subset(d.get("train_subset"), seed=seed), test.subset(d.get("test_subset"), seed=seed)
-
-
-def model_spec_for(cfg: dict[str, Any], data: ImageData) -> ModelSpec:
-    ds = DATASETS.get(cfg["data"]["dataset"])
-    c, h, _ = data.shape
-    return ModelSpec(c, h, data.num_classes, ds.mean, ds.std)
-
-
-def resolve_defense(name: str) -> type[Defense]:
-    from defenses import DEFENSES
-
-    cls = DEFENSES.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, Defense)):
-        raise BenchError(f"defense {name!r} is not a subclass of defenses.base.Defense")
-    return cls
-
-
-def train_defense(cfg: dict[str, Any], defense: str, seed: int, out: str | Path, *,
-                  data_dir: str | None = None, resume: bool = False, force: bool = False,
-                  skip_finished: bool = False, quiet: bool = False) -> Path:
-    """Train one (defense, seed) of a config; return the finished run directory."""
-    validate(cfg)
-    cls = resolve_defense(defense)
-    run_dir = run_dir_for(Path(out), cfg, defense, seed)
-    if skip_finished and (run_dir / "meta.json").is_file() and not force:
-        return run_dir
-    hp = defense_hp(cfg, defense)
-    missing = [k for k in cls.hyperparameters if k not in hp]
-    if missing:
-        raise BenchError(f"defense {defense!r} needs hyper-parameters {missing} (set them under [hp])")
-    device = resolve_device(cfg["train"].get("device", "auto"))
-    train, test = load_splits(cfg, device, data_dir)
-    do_resume = prepare_run_dir(run_dir, resume=resume, force=force)
-    spec = model_spec_for(cfg, train)
-    torch.manual_seed(seed)  # same seed + config -> same initial weights and same run
-    model = build_model(cfg["model"]["name"], spec).to(device)
-    method = cls(model, Context(cfg["model"]["name"], spec, hp, device))
-    augment = cfg["data"].get("augment") or DATASETS.get(cfg["data"]["dataset"]).augment
-    batches = Batches(train, int(cfg["data"]["batch_size"]), augment)
-    n_train_eval = int(cfg["train"].get("train_eval_subset", len(train)))
-
-    def final_metrics(m: Defense) -> dict[str, float]:
-        return {"train_acc": accuracy_on(m.model, train.subset(n_train_eval, seed=seed)),
-                "test_acc": accuracy_on(m.model, test)}
-
-    meta = {"kind": "defense", "preset": cfg.get("preset"), "config": cfg, "defense": defense,
-            "hp": hp, "model": cfg["model"]["name"], "model_spec": asdict(spec),
-            "dataset": cfg["data"]["dataset"], "dataset_fingerprint": train.fingerprint(),
-            "test_fingerprint": test.fingerprint(), "n_train": len(train), "n_test": len(test),
-            "device": str(device), "command": " ".join(sys.argv)}
-    fit(method, batches, epochs=int(cfg["train"]["epochs"]), run_dir=run_dir, seed=seed, meta=meta,
-        alpha_max=float(hp.get("alpha_max", 0.0)), beta_max=float(hp.get("beta_max", 0.0)),
-        resume=do_resume, quiet=quiet, final_metrics=final_metrics, label=f"{defense} seed {seed}")
-    return run_dir

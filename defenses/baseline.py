@@ -12,7 +12,6 @@ from defenses.registry import DEFENSES
 class Baseline(Defense):
     """Minimise CE(f(x), y)."""
 
-    name = "baseline"
 
     def step(self, x, y, ramp: Ramp):
         self.zero(self.opt)

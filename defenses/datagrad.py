@@ -46,11 +46,9 @@ class DataGrad(Defense):
 
 @DEFENSES.register("datagrad-l1")
 class DataGradL1(DataGrad):
-    name = "datagrad-l1"
     penalty = staticmethod(l1_penalty)
 
 
 @DEFENSES.register("datagrad-l2")
 class DataGradL2(DataGrad):
-    name = "datagrad-l2"
     penalty = staticmethod(l2sq_penalty)

@@ -23,7 +23,6 @@ def fgsm_example(x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tenso
 class FGSMAdversarialTraining(Defense):
     """Clean/adversarial mix; ``fgsm_mix`` is the clean weight w (0.5 in the paper)."""
 
-    name = "fgsm-at"
     hyperparameters = ("fgsm_eps", "fgsm_mix")
     clean_weight: float | None = None  # None: read fgsm_mix
 
@@ -55,6 +54,5 @@ class FGSMAdversarialTraining(Defense):
 class AdversarialBackprop(FGSMAdversarialTraining):
     """Nokland's adversarial back-propagation: train on FGSM examples only (w = 0)."""
 
-    name = "adv-backprop"
     hyperparameters = ("fgsm_eps",)
     clean_weight = 0.0

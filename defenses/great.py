@@ -90,14 +90,12 @@ class GradientAdversarial(Defense):
 
 @DEFENSES.register("great")
 class GREAT(GradientAdversarial):
-    name = "great"
     use_reversal, use_greace = True, False
     hyperparameters = ("alpha_max",)
 
 
 @DEFENSES.register("greace")
 class GREACE(GradientAdversarial):
-    name = "greace"
     use_reversal, use_greace = False, True
     hyperparameters = ("beta_max",)
 
@@ -106,5 +104,4 @@ class GREACE(GradientAdversarial):
 class GREATCE(GradientAdversarial):
     """GRE(AT+CE): reversed auxiliary gradient and the GREACE loss together."""
 
-    name = "great-ce"
     use_reversal, use_greace = True, True

@@ -77,7 +77,8 @@ def one_thread():
 
 @pytest.fixture
 def smoke_cfg():
-    from bench.config import load_preset, validate
+    from bench.config import load_preset
+    from bench.settings import validate
 
     return validate(load_preset("smoke"))
 

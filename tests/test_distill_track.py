@@ -12,13 +12,14 @@ import torch
 
 from bench.checkpoint import save_weights
 from bench.cli import main
-from bench.config import apply_overrides, load_preset, validate
+from bench.config import apply_overrides, load_preset
+from bench.settings import validate
 from bench.distill.imagefolder import load_image_folder
 from bench.distill.settings import resolve
 from bench.distill.track import run_track, sparse_subset
 from bench.errors import BenchError
 from bench.models import MODELS, ModelSpec, build_model
-from bench.train import load_splits
+from bench.defense_track import load_splits
 
 FAST = ["distill.methods=['baseline', 'kd']", "distill.epochs=1", "distill.sparse_epochs=1",
         "distill.teacher_epochs=1", "distill.sparse_fraction=0.05", "train.device='cpu'", "eval.n_test=32"]

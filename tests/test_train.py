@@ -17,7 +17,8 @@ from bench.checkpoint import STATE_FILE, load_run, load_weights, read_weights
 from bench.cli import main
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
-from bench.train import ramp, train_defense
+from bench.defense_track import train_defense
+from bench.train import ramp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +133,7 @@ def test_wrong_architecture_and_corrupt_weights_are_clear_errors(smoke_cfg, tmp_
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--defense", "gret"], r"unknown defense 'gret' \(did you mean 'great'\?\); valid: .*baseline"),
+    (["--defense", "gret"], r"unknown defense 'gret'; did you mean great\?; valid: .*baseline"),
     (["--defense", "great", "--preset", "nope"], r"unknown preset 'nope'; valid: .*quick"),
     (["--defense", "great", "--set", "model.name=vgg"], r"unknown model 'vgg'; valid:"),
     (["--defense", "great", "--set", "data.dataset=imagenet"], r"unknown dataset 'imagenet'; valid:"),

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from bench.commands.common import common_args
+from bench.distill.track import run_track
+from bench.pipeline import default_results_dir, default_runs_root, resolve_config
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from bench.pipeline import resolve_config
-    from bench.distill.track import run_track
-
     cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    preset = str(cfg.get("preset", "custom"))
-    runs_root = Path(args.out) if args.out else Path("runs") / preset
-    results = Path(args.results) if args.results else Path("results") / preset
+    runs_root = default_runs_root(cfg, args.out)
+    results = default_results_dir(cfg, args.results)
     run_track(cfg, runs_root=runs_root, results_dir=results, data_dir=args.data_dir, teacher_dir=args.teacher,
               quiet=args.quiet)
     print(f"wrote {results / 'distillation.csv'} and {results / 'distillation.md'}")
@@ -20,7 +19,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import common_args
 
     p = sub.add_parser("distill", help="knowledge distillation: baseline, kd, great, sobolev in dense and "
                                        "sparse regimes (paper Table 3)")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.commands.common import common_args
 from bench.errors import BenchError
+from bench.eval_settings import eval_settings, sweep_specs
+from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, report, resolve_config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bench.eval_settings import eval_settings, sweep_specs
-    from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, resolve_config
-
     cfg = resolve_config(args.preset, args.overrides, device=args.device)
     settings = eval_settings(cfg)
     if args.n is not None:
@@ -41,9 +41,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.eval_settings import eval_settings
-    from bench.pipeline import default_results_dir, report, resolve_config
-
     cfg = resolve_config(args.preset, args.overrides, device=args.device)
     settings = eval_settings(cfg)
     results = default_results_dir(cfg, args.results)
@@ -54,7 +51,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import common_args
 
     p = sub.add_parser("evaluate", help="attack finished runs (or --model/--weights) with a sweep; tidy CSV rows")
     common_args(p)

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.commands.common import common_args
+from bench.multitask.track import run_multitask
+from bench.pipeline import default_results_dir, default_runs_root, resolve_config
+
 
 def cmd_multitask(args: argparse.Namespace) -> int:
-    from bench.pipeline import resolve_config
-    from bench.multitask.track import run_multitask
-
     cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    preset = str(cfg.get("preset", "custom"))
-    out = Path(args.out) if args.out else Path("runs") / preset
-    results = Path(args.results) if args.results else Path("results") / preset
+    out = default_runs_root(cfg, args.out)
+    results = default_results_dir(cfg, args.results)
     paths = run_multitask(cfg, out=out, results=results, data_dir=args.data_dir, force=args.force, quiet=args.quiet)
     print(Path(paths["md"]).read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))
@@ -20,7 +20,6 @@ def cmd_multitask(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import common_args
 
     p = sub.add_parser("multitask", help="multi-task track: equal / uncertainty / GradNorm / GREAT (Table 4)")
     common_args(p)

@@ -1,33 +1,38 @@
-"""``list``, ``train`` and ``run`` (the main job)."""
+"""``list``, ``train`` and ``run`` (the main job): argument parsing over ``bench.pipeline``."""
 from __future__ import annotations
 
 import argparse
 
+from attacks.registry import ATTACKS
+from bench.commands.common import common_args, seed_args, variant_args
 from bench.config import preset_names
+from bench.data import DATASETS
+from bench.defense_track import train_defense
+from bench.models import MODELS
+from bench.pipeline import benchmark, default_runs_root, resolve_config
+from bench.settings import parse
+from defenses import DEFENSES
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.data import DATASETS
-    from bench.models import MODELS
-    from defenses import DEFENSES
-
     print("defenses:", ", ".join(DEFENSES.names()))
     print("models:  ", ", ".join(MODELS.names()))
     print("datasets:", ", ".join(DATASETS.names()))
     print("presets: ", ", ".join(preset_names()))
-    try:
-        from attacks.registry import ATTACKS
-        print("attacks: ", ", ".join(ATTACKS.names()))
-    except ImportError:
-        pass
+    print("attacks: ", ", ".join(ATTACKS.names()))
+    if args.preset or args.overrides or args.variants:
+        cfg = resolve_config(args.preset or "quick", args.overrides, variants=args.variants)
+        variants = parse(cfg).variants
+        print(f"variants ({cfg.get('preset')}):" + ("" if variants else " none"))
+        for v in variants.values():
+            hp = ", ".join(f"{k}={val}" for k, val in v.hp.items())
+            print(f"  {v.name} = {v.defense}" + (f" with {hp}" if hp else ""))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.pipeline import default_runs_root, resolve_config
-    from bench.train import train_defense
-
-    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device)
+    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device,
+                         variants=args.variants)
     run_dir = train_defense(cfg, args.defense, cfg["train"]["seeds"][0], default_runs_root(cfg, args.out),
                             data_dir=args.data_dir, resume=args.resume, force=args.force, quiet=args.quiet)
     print(f"finished: {run_dir}")
@@ -35,31 +40,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.pipeline import benchmark, resolve_config
-
-    cfg = resolve_config(args.preset, args.overrides, device=args.device)
+    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, seeds=args.seeds,
+                         device=args.device, variants=args.variants)
     benchmark(cfg, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bench.cli import common_args
-
-    p = sub.add_parser("list", help="registered defenses, models, datasets, presets, attacks")
+    p = sub.add_parser("list", help="registered defenses, models, datasets, presets, attacks (+ a preset's variants)")
+    common_args(p, preset_default=None)
+    variant_args(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("train", help="train one defense of a preset")
+    p = sub.add_parser("train", help="train one defense (or variant) of a preset")
     common_args(p)
-    p.add_argument("--defense", required=True, help="registered name or package.module:Class")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    variant_args(p)
+    p.add_argument("--defense", required=True, help="registered name, variant name or package.module:Class")
+    seed_args(p)
     p.add_argument("--out", default=None, help="output root (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--force", action="store_true", help="retrain even if a finished run exists")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="the main job: train every defense of a preset, evaluate, report")
+    p = sub.add_parser("run", help="the main job: train every defense and variant of a preset, evaluate, report")
     common_args(p)
+    variant_args(p)
+    seed_args(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="train these seeds (default: train.seeds)")
     p.add_argument("--out", default=None, help="runs root (default runs/<preset>)")
     p.add_argument("--results", default=None, help="report folder (default results/<preset>)")
     p.set_defaults(func=cmd_run)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from defenses.base import Context, Defense
+from bench.method import Context, Method
 
 
 def _adam(params, hp):
@@ -58,7 +58,7 @@ def teacher_input_gradient(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor)
     return g, logits.detach()
 
 
-class Distiller(Defense):
+class Distiller(Method):
     """Base class of the distillation methods; ``needs_teacher`` is False only for baseline."""
 
     needs_teacher: ClassVar[bool] = True

@@ -10,7 +10,6 @@ from defenses.baseline import Baseline
 class BaselineStudent(Distiller):
     """Minimise CE(S(x), y); no teacher needed (also trains the teacher itself)."""
 
-    name = "baseline"
     needs_teacher = False
 
     step = Baseline.step  # the defense track's cross-entropy step, unchanged

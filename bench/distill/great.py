@@ -21,13 +21,12 @@ import torch.nn.functional as F
 
 from bench.distill.base import Distiller, teacher_input_gradient
 from bench.distill.registry import DISTILLERS
-from defenses.base import Context, Ramp
+from bench.method import Context, Ramp
 from defenses.gradients import accuracy, grad_reverse, per_example_input_gradient
 
 
 @DISTILLERS.register("great")
 class GreatDistillation(Distiller):
-    name = "great"
     hyperparameters = ("great_alpha",)
 
     def __init__(self, model, ctx: Context):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.distill.base import Distiller
 from bench.distill.registry import DISTILLERS
-from defenses.base import Ramp
+from bench.method import Ramp
 from defenses.gradients import accuracy
 
 
@@ -24,7 +24,6 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 
 @DISTILLERS.register("kd")
 class SoftTargetDistillation(Distiller):
-    name = "kd"
     hyperparameters = ("kd_alpha", "kd_temperature")
 
     def step(self, x, y, ramp: Ramp):

@@ -27,11 +27,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import check_hyperparameters, positive_int
+from bench.config import check_hp_values, check_keys, positive_int, seed_list
+from bench.distill import DISTILLERS
 from bench.errors import BenchError
+from bench.method import hp_keys
 
 REGIMES = ("dense", "sparse")
 _TABLES = ("pairs", "dense", "sparse", "imagefolder")
+# Track-level keys (see the module docstring and bench/distill/track.py, teacher.py); the
+# methods' hyper-parameters are added from the DISTILLERS registry.
+TRACK_KEYS = ("student", "teacher", "aux_model", "methods", "seeds", "sparse_fraction", "epochs", "sparse_epochs",
+              "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay", "batch_size",
+              "augment", "subset_seed", "n_eval", "train_subset", "teacher_train_subset", "image_size")
+
+
+def valid_keys() -> list[str]:
+    keys = set(TRACK_KEYS)
+    for name in DISTILLERS.names():
+        keys |= hp_keys(DISTILLERS.get(name))
+    return sorted(keys)
 
 
 @dataclass(frozen=True)
@@ -74,25 +88,29 @@ def _check_pair_settings(s: dict[str, Any], where: str) -> None:
             raise BenchError(f"{where}.{k} = {s[k]!r} is invalid: a loss weight in [0, 1]")
     if "kd_temperature" in s and not (isinstance(s["kd_temperature"], (int, float)) and s["kd_temperature"] > 0):
         raise BenchError(f"{where}.kd_temperature = {s['kd_temperature']!r} is invalid: must be > 0")
-    check_hyperparameters({k: v for k, v in s.items() if k != "seeds"}, where)
+    check_hp_values({k: v for k, v in s.items() if k != "seeds"}, where)
 
 
 def resolve(section: dict[str, Any] | None) -> tuple[dict[str, Any], list[Pair]]:
     """(track-wide settings, pairs) from a preset's ``[distill]`` table; raises BenchError."""
     if not isinstance(section, dict) or not section:
         raise BenchError("this preset has no [distill] section; use --preset quick, smoke or cifar10-paper")
+    valid = valid_keys()
+    check_keys(section, [*valid, *_TABLES], "distill")
+    for table in ("dense", "sparse", "imagefolder"):
+        if isinstance(section.get(table), dict):
+            check_keys({k: v for k, v in section[table].items() if k not in _TABLES}, valid, f"distill.{table}")
+    for i, raw in enumerate(section.get("pairs") or []):
+        if isinstance(raw, dict):
+            check_keys(raw, [*valid, "dense", "sparse"], f"distill.pairs[{i}]")
     top = _scalars(section)
     methods = top.get("methods", ["baseline", "kd", "great", "sobolev"])
     seeds = top.get("seeds", [0])
     if not isinstance(methods, list) or not methods:
         raise BenchError(f"distill.methods = {methods!r} is invalid: a non-empty list of method names")
-    from bench.distill import DISTILLERS
-
     for m in methods:
         DISTILLERS.get(m)  # unknown name -> BenchError listing the valid ones
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                            and s >= 0 for s in seeds):
-        raise BenchError(f"distill.seeds = {seeds!r} is invalid: a list of non-negative integers")
+    seeds = list(seed_list(seeds, "distill.seeds"))
     raw_pairs = section.get("pairs") or [{}]
     if not isinstance(raw_pairs, list) or not all(isinstance(p, dict) for p in raw_pairs):
         raise BenchError("distill.pairs must be an array of tables ([[distill.pairs]])")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from bench.distill.base import Distiller, teacher_input_gradient
 from bench.distill.registry import DISTILLERS
-from defenses.base import Ramp
+from bench.method import Ramp
 from defenses.gradients import accuracy, per_example_input_gradient
 
 
@@ -22,7 +22,6 @@ def gradient_mismatch(g_student: torch.Tensor, g_teacher: torch.Tensor) -> torch
 
 @DISTILLERS.register("sobolev")
 class SobolevDistillation(Distiller):
-    name = "sobolev"
     hyperparameters = ("sobolev_lambda",)
 
     def step(self, x, y, ramp: Ramp):

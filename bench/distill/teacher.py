@@ -10,21 +10,20 @@ weights' sha256) before use.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.checkpoint import STATE_FILE, load_run, read_meta
+from bench.checkpoint import load_run, read_meta
 from bench.data import Batches, ImageData
+from bench.distill.registry import DISTILLERS
 from bench.errors import BenchError
+from bench.method import Context
 from bench.models import ModelSpec, build_model
+from bench.run import Run, method_identity
 from bench.train import accuracy_on, fit
-from defenses.base import Context
 
 TEACHER_KEYS = ("teacher", "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay")
 
@@ -35,10 +34,13 @@ def teacher_hp(settings: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
-def teacher_key(settings: dict[str, Any], train: ImageData, batch_size: int, augment: str) -> str:
-    what = {k: settings.get(k) for k in TEACHER_KEYS}
-    what.update(data=train.fingerprint(), batch_size=batch_size, augment=augment, hp=teacher_hp(settings))
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def teacher_identity(settings: dict[str, Any], train: ImageData, batch_size: int, augment: str) -> dict[str, Any]:
+    """Everything the teacher's weights depend on (its folder name carries its fingerprint)."""
+    what: dict[str, Any] = {k: settings.get(k) for k in TEACHER_KEYS}
+    hp = teacher_hp(settings)
+    what.update(data=train.fingerprint(), batch_size=batch_size, augment=augment, hp=hp,
+                method=method_identity("baseline", DISTILLERS.get("baseline"), hp, keys=hp))
+    return what
 
 
 def check_teacher_meta(meta: dict[str, Any], where: Path | str, *, model: str | None, dataset: str,
@@ -79,23 +81,22 @@ def train_teacher(settings: dict[str, Any], spec: ModelSpec, train: ImageData, t
                   dataset: str, runs_root: Path, batch_size: int, augment: str, device: torch.device,
                   quiet: bool = False) -> Path:
     """Train (or reuse the cached) teacher for these settings; return its run directory."""
-    from bench.distill import DISTILLERS
-
     arch = settings["teacher"]
-    key = teacher_key(settings, train, batch_size, augment)
-    run_dir = Path(runs_root) / "distill" / dataset / f"teacher-{arch}-{key}"
-    if (run_dir / "meta.json").is_file():
-        return run_dir
+    identity = teacher_identity(settings, train, batch_size, augment)
+    key = Run(Path(), "", identity).fingerprint[:10]
+    run = Run(Path(runs_root) / "distill" / dataset / f"teacher-{arch}-{key}", f"teacher {arch}", identity)
+    action = run.prepare(reuse=True)
+    if action == "reuse":
+        return run.path
     seed = int(settings.get("teacher_seed", 0))
     hp = teacher_hp(settings)
     torch.manual_seed(seed)
     model = build_model(arch, spec).to(device)
     method = DISTILLERS.get("baseline")(model, Context(arch, spec, hp, device))
-    meta = {"kind": "distill-teacher", "model": arch, "model_spec": asdict(spec), "dataset": dataset,
-            "dataset_fingerprint": train.fingerprint(), "test_fingerprint": test.fingerprint(),
-            "n_train": len(train), "n_test": len(test), "hp": hp, "settings_key": key,
-            "batch_size": batch_size, "augment": augment, "device": str(device), "command": " ".join(sys.argv)}
-    fit(method, Batches(train, batch_size, augment), epochs=int(settings["teacher_epochs"]), run_dir=run_dir,
-        seed=seed, meta=meta, resume=(run_dir / STATE_FILE).is_file(), quiet=quiet,
+    meta = run.meta("distill-teacher", model=arch, model_spec=asdict(spec), dataset=dataset,
+                    dataset_fingerprint=train.fingerprint(), test_fingerprint=test.fingerprint(), n_train=len(train),
+                    n_test=len(test), hp=hp, batch_size=batch_size, augment=augment, device=str(device))
+    fit(method, Batches(train, batch_size, augment), epochs=int(settings["teacher_epochs"]), run_dir=run.path,
+        seed=seed, meta=meta, resume=action == "resume", quiet=quiet,
         final_metrics=lambda m: {"test_acc": accuracy_on(m.model, test)}, label=f"teacher {arch}")
-    return run_dir
+    return run.path

@@ -9,11 +9,6 @@ epsilon. Finished students whose settings are unchanged are reused; interrupted 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import statistics
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +16,7 @@ from typing import Any
 import torch
 
 from bench.atomic import write_text
-from bench.checkpoint import STATE_FILE, read_meta
+from bench.checkpoint import read_meta
 from bench.config import positive_int
 from bench.data import DATASETS, Batches, ImageData
 from bench.distill import DISTILLERS
@@ -31,20 +26,19 @@ from bench.distill.settings import REGIMES, Pair, check_fraction, resolve
 from bench.distill.teacher import load_teacher, train_teacher
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
-from bench.train import _csv, accuracy_on, fit, load_splits, resolve_device
-from defenses.base import Context
+from bench.defense_track import load_splits
+from bench.method import Context
+from bench.rows import csv_text
+from bench.run import Run, method_identity
+from bench.stats import mean_std
+from bench.train import accuracy_on, fit, resolve_device
 
-KEY_FILE = "settings_key.txt"
-# Settings that do not change what one student run computes (or that the key already
+# Settings that do not change what one student run computes (or that the identity already
 # captures through the data, teacher and evaluation fingerprints): leaving them out means
 # adding a seed or a method, or changing the other regime's epochs, retrains nothing else.
 NOT_IN_RUN_KEY = {"methods", "seeds", "epochs", "sparse_epochs", "train_subset", "teacher_train_subset",
                   "sparse_fraction", "n_eval", "teacher", "teacher_epochs", "teacher_seed", "teacher_lr",
                   "subset_seed", "image_size"}
-
-
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def sparse_subset(train: ImageData, fraction: float, seed: int) -> ImageData:
@@ -82,20 +76,6 @@ def load_data(cfg: dict[str, Any], device: torch.device, data_dir: str | None):
     return cfg["data"]["dataset"], train, teacher_train, test, ds.mean, ds.std, section
 
 
-def _prepare(run_dir: Path, key: str) -> bool | None:
-    """None: a finished run with these settings exists. Else whether to resume."""
-    stored = (run_dir / KEY_FILE).read_text().strip() if (run_dir / KEY_FILE).is_file() else None
-    if stored == key and (run_dir / "meta.json").is_file():
-        return None
-    if stored == key and (run_dir / STATE_FILE).is_file():
-        return True
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # settings changed: the old run no longer answers this question
-    run_dir.mkdir(parents=True)
-    write_text(run_dir / KEY_FILE, key + "\n")
-    return False
-
-
 def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[str, Any], spec: ModelSpec,
                   train: ImageData, test: ImageData, eval_data: ImageData, teacher: torch.nn.Module,
                   teacher_info: dict[str, Any], dataset: str, runs_root: Path, batch_size: int, augment: str,
@@ -107,11 +87,13 @@ def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[s
     if missing:
         raise BenchError(f"distillation method {method!r} needs {missing} in the [distill] section")
     run_dir = Path(runs_root) / "distill" / dataset / f"{pair.student}+{pair.teacher}" / regime / method / f"seed{seed}"
-    key = _key({"hp": {k: v for k, v in hp.items() if k not in NOT_IN_RUN_KEY}, "epochs": epochs, "data": train.fingerprint(), "test": test.fingerprint(),
-                "eval": [eval_data.fingerprint(), epsilon], "teacher": teacher_info["sha256"],
-                "batch_size": batch_size, "augment": augment, "method": method})
-    resume = _prepare(run_dir, key)
-    if resume is None:
+    identity = {"method": method_identity(method, cls, hp, keys=[k for k in hp if k not in NOT_IN_RUN_KEY]),
+                "seed": seed, "epochs": epochs, "model": pair.student, "data": train.fingerprint(),
+                "test": test.fingerprint(), "eval": [eval_data.fingerprint(), epsilon],
+                "teacher": teacher_info["sha256"], "batch_size": batch_size, "augment": augment}
+    run = Run(run_dir, f"distill {pair.student}+{pair.teacher} {regime} {method}/seed{seed}", identity)
+    action = run.prepare(reuse=True)
+    if action == "reuse":
         return read_meta(run_dir)
     torch.manual_seed(seed)  # same seed -> same initial student for every method
     model = build_model(pair.student, spec).to(device)
@@ -122,15 +104,14 @@ def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[s
         out.update(robust_accuracy(m.model, eval_data, epsilon))
         return out
 
-    meta = {"kind": "distill-student", "preset": preset, "method": method, "regime": regime,
-            "model": pair.student, "teacher": pair.teacher, "teacher_run": teacher_info["run_dir"],
-            "teacher_sha256": teacher_info["sha256"], "teacher_acc": teacher_info["test_acc"], "hp": hp,
-            "model_spec": asdict(spec), "dataset": dataset, "dataset_fingerprint": train.fingerprint(),
-            "test_fingerprint": test.fingerprint(), "n_train": len(train), "n_test": len(test),
-            "n_eval": len(eval_data), "epsilon": epsilon, "batch_size": batch_size, "augment": augment,
-            "settings_key": key, "device": str(device), "command": " ".join(sys.argv)}
+    meta = run.meta("distill-student", preset=preset, method=method, regime=regime, model=pair.student,
+                    teacher=pair.teacher, teacher_run=teacher_info["run_dir"], teacher_sha256=teacher_info["sha256"],
+                    teacher_acc=teacher_info["test_acc"], hp=hp, model_spec=asdict(spec), dataset=dataset,
+                    dataset_fingerprint=train.fingerprint(), test_fingerprint=test.fingerprint(), n_train=len(train),
+                    n_test=len(test), n_eval=len(eval_data), epsilon=epsilon, batch_size=batch_size, augment=augment,
+                    device=str(device))
     return fit(distiller, Batches(train, batch_size, augment), epochs=epochs, run_dir=run_dir, seed=seed,
-               meta=meta, resume=resume, quiet=quiet, final_metrics=final_metrics,
+               meta=meta, resume=action == "resume", quiet=quiet, final_metrics=final_metrics,
                label=f"{method} {regime} seed {seed}")
 
 
@@ -186,16 +167,14 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
                         f"FGSM {100 * m['fgsm_acc']:.2f}%  iFGSM {100 * m['ifgsm_acc']:.2f}%  "
                         f"({meta['train_seconds']:.0f} s)")
     if results_dir is not None:
-        write_text(Path(results_dir) / "distillation.csv", _csv(rows))
+        write_text(Path(results_dir) / "distillation.csv", csv_text(rows))
         write_text(Path(results_dir) / "distillation.md", table3_markdown(rows, preset=cfg.get("preset")))
     return rows
 
 
 def _mean_std(values: list[float]) -> str:
-    pct = [100 * v for v in values]
-    if len(pct) < 2:
-        return f"{pct[0]:.2f}"
-    return f"{statistics.mean(pct):.2f} ± {statistics.stdev(pct):.2f}"
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def table3_markdown(rows: list[dict[str, Any]], preset: str | None = None) -> str:
@@ -229,6 +208,6 @@ def table3_markdown(rows: list[dict[str, Any]], preset: str | None = None) -> st
                 secs = pick(p, m, g, "seconds")
                 out.append(f"| {m} | {g} | {_mean_std(pick(p, m, g, 'clean_acc'))} | "
                            f"{_mean_std(pick(p, m, g, 'fgsm_acc'))} | {_mean_std(pick(p, m, g, 'ifgsm_acc'))} | "
-                           f"{statistics.mean(secs):.1f} |")
+                           f"{mean_std(secs)[0]:.1f} |")
         out.append("")
     return "\n".join(out) + "\n"

@@ -1,12 +1,11 @@
 """Views of the multi-task rows: the Table 4 layout (Markdown) and weight trajectories (PNG)."""
 from __future__ import annotations
 
-import csv
-import io
-import math
 from pathlib import Path
 
 from bench.atomic import atomic_path, write_text
+from bench.rows import csv_text, read_rows
+from bench.stats import mean_std
 
 # Paper Table 4, CIFAR-10 columns (quoted for comparison; our runs regenerate the layout).
 PAPER_CIFAR10 = {
@@ -19,20 +18,6 @@ METHOD_TITLES = {"equal": "Equal", "uncertainty": "Uncertainty", "gradnorm": "Gr
 ROW_FIELDS = ("method", "seed", "task", "metric", "value")
 
 
-def rows_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
 def table_markdown(rows: list[dict], tasks, methods, caption: str) -> str:
     """Rows -> Table 4 layout: one row per method, one column per task (lower is better),
     mean +- std over seeds, the best mean per column in bold."""
@@ -41,7 +26,7 @@ def table_markdown(rows: list[dict], tasks, methods, caption: str) -> str:
     for m in methods:
         for t in tasks:
             vals = [r["value"] for r in rows if r["method"] == m and r["task"] == t.name]
-            stats[m, t.name] = _mean_std(vals) if vals else None
+            stats[m, t.name] = mean_std(vals) if vals else None
     best = {t.name: min((stats[m, t.name][0] for m in methods if stats[m, t.name]), default=None) for t in tasks}
     lines = ["| Method | " + " | ".join(f"{t.title} ({t.metric})" for t in tasks) + " |",
              "|---|" + "---:|" * len(tasks)]
@@ -94,14 +79,13 @@ def plot_trajectories(logs: dict[str, list[dict]], tasks, path: Path, title: str
 
 
 def read_log(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_rows(path)
 
 
 def write_outputs(results: Path, rows, tasks, methods, logs, caption: str) -> dict[str, Path]:
     paths = {"csv": results / "multitask.csv", "md": results / "multitask.md",
              "png": results / "multitask_weights.png"}
-    write_text(paths["csv"], rows_csv(rows))
+    write_text(paths["csv"], csv_text(rows, ROW_FIELDS))
     write_text(paths["md"], table_markdown(rows, tasks, methods, caption))
     plot_trajectories(logs, tasks, paths["png"], caption.lstrip("# ").split("\n")[0])
     return paths

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import check_hyperparameters, positive_int
+from bench.config import check_hp_values, check_keys, optional_positive_int, positive_int, seed_list
 from bench.data import DATASETS
 from bench.errors import BenchError
 from bench.multitask.methods import MULTITASK_METHODS
@@ -19,6 +19,9 @@ from bench.multitask.network import ENCODERS
 from bench.multitask.tasks import Task, resolve_tasks
 
 HP_DEFAULTS = {"gal_min": 1e-3, "gradnorm_alpha": 1.5, "aux_blocks": 4}
+HP_KEYS = ("lr", "weight_lr", "gal_lr", "gal_min", "gradnorm_alpha", "aux_blocks")
+KEYS = ("tasks", "methods", "encoder", "epochs", "seeds", "batch_size", "train_subset", "test_subset",
+        "noise_seed", *HP_KEYS)
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,12 @@ class MultiTaskSettings:
     hp: dict[str, Any]
 
 
-def _optional_int(value, what):
-    return None if value is None else positive_int(value, what)
-
-
 def settings_from(cfg: dict[str, Any]) -> MultiTaskSettings:
     mt = cfg.get("multitask")
     if not isinstance(mt, dict):
         raise BenchError("config lacks the [multitask] section (tasks, methods, encoder, ...); "
                          "presets with one: quick, smoke, cifar10-paper")
+    check_keys(mt, KEYS, "multitask")
     data, train = cfg["data"], cfg["train"]
     dataset = data["dataset"]
     spec = DATASETS.get(dataset)
@@ -59,14 +59,12 @@ def settings_from(cfg: dict[str, Any]) -> MultiTaskSettings:
     encoder = str(mt.get("encoder", "small-conv"))
     ENCODERS.get(encoder)
     seeds = mt.get("seeds", train.get("seeds", [0]))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                            and s >= 0 for s in seeds):
-        raise BenchError(f"multitask.seeds = {seeds!r} is invalid: expected a non-empty list of integers >= 0")
+    seeds = seed_list(seeds, "multitask.seeds")
     hp = {"lr": cfg.get("hp", {}).get("lr", 1e-3), **HP_DEFAULTS}
-    hp.update({k: mt[k] for k in ("lr", "weight_lr", "gal_lr", "gal_min", "gradnorm_alpha", "aux_blocks") if k in mt})
+    hp.update({k: mt[k] for k in HP_KEYS if k in mt})
     hp.setdefault("weight_lr", hp["lr"])
     hp.setdefault("gal_lr", hp["lr"])
-    check_hyperparameters(hp, "multitask")
+    check_hp_values(hp, "multitask")
     positive_int(hp["aux_blocks"], "multitask.aux_blocks")
     if hp["gal_min"] <= 0:
         raise BenchError(f"multitask.gal_min = {hp['gal_min']} is invalid: GALs must stay positive (> 0)")
@@ -74,6 +72,6 @@ def settings_from(cfg: dict[str, Any]) -> MultiTaskSettings:
         dataset, tuple(tasks), tuple(str(m) for m in methods), encoder,
         positive_int(mt.get("epochs", train.get("epochs")), "multitask.epochs"), tuple(seeds),
         positive_int(mt.get("batch_size", data.get("batch_size")), "multitask.batch_size"),
-        _optional_int(mt.get("train_subset", data.get("train_subset")), "multitask.train_subset"),
-        _optional_int(mt.get("test_subset", data.get("test_subset")), "multitask.test_subset"),
+        optional_positive_int(mt.get("train_subset", data.get("train_subset")), "multitask.train_subset"),
+        optional_positive_int(mt.get("test_subset", data.get("test_subset")), "multitask.test_subset"),
         int(data.get("subset_seed", 0)), int(mt.get("noise_seed", 0)), hp)

@@ -1,13 +1,12 @@
 """The multi-task track: every method x seed trained through ``bench.train.fit`` on the same
 data and initial weights, evaluated on the test split, reported in the Table 4 layout.
 
-Runs live in ``<out>/multitask/<method>/seed<seed>`` (finished ones are reused, interrupted
-ones resumed); results are ``multitask.csv`` (tidy rows: method, seed, task, metric, value),
+Runs live in ``<out>/multitask/<method>/seed<seed>`` (``bench.run.Run``: a finished run of
+the same identity is reused, an interrupted one resumed, a stale one retrained); results are ``multitask.csv`` (tidy rows: method, seed, task, metric, value),
 ``multitask.md`` and ``multitask_weights.png`` in the results folder.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 
 import bench.data as bdata
-from bench.checkpoint import STATE_FILE, read_meta
+from bench.checkpoint import read_meta
 from bench.errors import BenchError
 from bench.models import ModelSpec
 from bench.multitask.data import MultiTaskBatches, derive_multitask
@@ -24,8 +23,9 @@ from bench.multitask.network import build_multitask_net
 from bench.multitask.report import read_log, write_outputs
 from bench.multitask.settings import MultiTaskSettings, settings_from
 from bench.multitask.tasks import evaluate
-from bench.train import fit, prepare_run_dir, resolve_device
-from defenses.base import Context
+from bench.run import Run, method_identity
+from bench.train import fit, resolve_device
+from bench.method import Context
 
 
 def input_spec(s: MultiTaskSettings, size: int, num_classes: int) -> ModelSpec:
@@ -35,19 +35,25 @@ def input_spec(s: MultiTaskSettings, size: int, num_classes: int) -> ModelSpec:
 
 
 def train_one(s: MultiTaskSettings, method: str, seed: int, train, test, spec: ModelSpec, run_dir: Path,
-              device: torch.device, meta: dict[str, Any], *, force: bool, quiet: bool) -> dict[str, Any]:
+              device: torch.device, meta: dict[str, Any], data: dict[str, Any], *, force: bool,
+              quiet: bool) -> dict[str, Any]:
     """Train (or reuse) one method x seed; return its finished meta (metrics = test errors)."""
-    if (run_dir / "meta.json").is_file() and not force:
+    cls = MULTITASK_METHODS.get(method)
+    identity = {"method": method_identity(method, cls, s.hp), "seed": seed, "epochs": s.epochs,
+                "batch_size": s.batch_size, "encoder": s.encoder, "model_spec": asdict(spec),
+                "tasks": [t.name for t in s.tasks], "data": data}
+    run = Run(run_dir, f"multitask {method}/seed{seed}", identity)
+    action = run.prepare(reuse=True, force=force)
+    if action == "reuse":
         return read_meta(run_dir)
-    resume = prepare_run_dir(run_dir, resume=(run_dir / STATE_FILE).is_file(), force=force)
     torch.manual_seed(seed)  # the network is built first: every method starts from the same weights
     net = build_multitask_net(s.encoder, spec, s.tasks).to(device)
-    cls = MULTITASK_METHODS.get(method)
     m = cls(net, Context(s.encoder, spec, dict(s.hp), device, {"tasks": list(s.tasks)}))
     batches = MultiTaskBatches(train, s.tasks, s.batch_size)
     test_batches = MultiTaskBatches(test, s.tasks, 512, shuffle=False)
-    meta = {**meta, "method": method, "hp": s.hp}
-    return fit(m, batches, epochs=s.epochs, run_dir=run_dir, seed=seed, meta=meta, resume=resume, quiet=quiet,
+    meta = run.meta("multitask", **meta, method=method, hp=s.hp)
+    return fit(m, batches, epochs=s.epochs, run_dir=run_dir, seed=seed, meta=meta, resume=action == "resume",
+               quiet=quiet,
                final_metrics=lambda mm: evaluate(mm.model, test_batches, list(s.tasks)),
                label=f"multitask {method} seed {seed}")
 
@@ -64,16 +70,18 @@ def run_multitask(cfg: dict[str, Any], *, out: Path, results: Path, data_dir: st
     train = derive_multitask(train_img, cache / "multitask", noise_seed=s.noise_seed)
     test = derive_multitask(test_img, cache / "multitask", noise_seed=s.noise_seed)
     spec = input_spec(s, train.image_size, train.num_classes)
-    base_meta = {"kind": "multitask", "preset": cfg.get("preset"), "config": cfg, "dataset": s.dataset,
+    base_meta = {"preset": cfg.get("preset"), "config": cfg, "dataset": s.dataset,
                  "tasks": [t.name for t in s.tasks], "encoder": s.encoder, "model_spec": asdict(spec),
                  "dataset_fingerprint": train_img.fingerprint(), "test_fingerprint": test_img.fingerprint(),
-                 "n_train": len(train), "n_test": len(test), "noise_seed": s.noise_seed,
-                 "device": str(device), "command": " ".join(sys.argv)}
+                 "n_train": len(train), "n_test": len(test), "noise_seed": s.noise_seed, "device": str(device)}
+    data = {"dataset": s.dataset, "train": train_img.fingerprint(), "test": test_img.fingerprint(),
+            "noise_seed": s.noise_seed}
     rows, logs = [], {}
     for seed in s.seeds:
         for method in s.methods:
             run_dir = Path(out) / "multitask" / method.replace(":", "_") / f"seed{seed}"
-            meta = train_one(s, method, seed, train, test, spec, run_dir, device, base_meta, force=force, quiet=quiet)
+            meta = train_one(s, method, seed, train, test, spec, run_dir, device, base_meta, data, force=force,
+                             quiet=quiet)
             for t in s.tasks:
                 if t.name not in meta.get("metrics", {}):
                     raise BenchError(f"{run_dir}/meta.json lacks the test metric of task {t.name!r}; "

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from bench.registry import Registry
-from defenses.base import Context, Defense
+from bench.method import Context, Method
 
 MULTITASK_METHODS: Registry[type] = Registry("multi-task method")
 
@@ -39,7 +39,7 @@ class InitialLosses(nn.Module):
         return self.values
 
 
-class MultiTaskMethod(Defense):
+class MultiTaskMethod(Method):
     """Reads the task list from ``ctx.extras['tasks']``; ``self.model`` is a MultiTaskNet."""
 
     def __init__(self, model: nn.Module, ctx: Context):

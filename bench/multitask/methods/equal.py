@@ -8,7 +8,6 @@ from bench.multitask.methods.base import MULTITASK_METHODS, MultiTaskMethod
 
 @MULTITASK_METHODS.register("equal")
 class Equal(MultiTaskMethod):
-    name = "equal"
 
     def step(self, x, y, ramp):
         self.zero(self.opt)

@@ -25,7 +25,6 @@ class TaskWeights(nn.Module):
 
 @MULTITASK_METHODS.register("gradnorm")
 class GradNorm(MultiTaskMethod):
-    name = "gradnorm"
     hyperparameters = ("gradnorm_alpha", "weight_lr")
 
     def __init__(self, model, ctx):

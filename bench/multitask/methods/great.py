@@ -31,7 +31,6 @@ from defenses.gradients import accuracy, grad_reverse
 
 @MULTITASK_METHODS.register("great")
 class GREATMultiTask(MultiTaskMethod):
-    name = "great"
     hyperparameters = ("gal_lr", "gal_min", "aux_blocks")
 
     def __init__(self, model, ctx):

@@ -23,7 +23,6 @@ class LogVariances(nn.Module):
 
 @MULTITASK_METHODS.register("uncertainty")
 class Uncertainty(MultiTaskMethod):
-    name = "uncertainty"
     hyperparameters = ("weight_lr",)
 
     def __init__(self, model, ctx):

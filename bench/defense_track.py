@@ -1,0 +1,88 @@
+"""The defense track: build the data, model and defense of one (defense or variant, seed) of a
+preset and train it through ``bench.train.fit`` into its run directory (``bench.run.Run``)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.data import DATASETS, Batches, ImageData, load_dataset
+from bench.method import Context, Method
+from bench.models import ModelSpec, build_model
+from bench.run import Run, method_identity
+from bench.settings import Settings, parse
+from bench.train import accuracy_on, fit, resolve_device
+
+
+def run_dir_for(out: str | Path, cfg: dict[str, Any], defense: str, seed: int) -> Path:
+    safe = defense.replace(":", "_").replace("/", "_")
+    return Path(out) / cfg["data"]["dataset"] / safe / f"seed{seed}"
+
+
+def load_splits(cfg: dict[str, Any], device: torch.device, data_dir: str | None) -> tuple[ImageData, ImageData]:
+    """The preset's training and test subsets."""
+    d = cfg["data"]
+    train = load_dataset(d["dataset"], "train", data_dir=data_dir, device=device)
+    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
+    seed = int(d.get("subset_seed", 0))
+    return train.subset(d.get("train_subset"), seed=seed), test.subset(d.get("test_subset"), seed=seed)
+
+
+def model_spec_for(cfg: dict[str, Any], data: ImageData) -> ModelSpec:
+    ds = DATASETS.get(cfg["data"]["dataset"])
+    c, h, _ = data.shape
+    return ModelSpec(c, h, data.num_classes, ds.mean, ds.std)
+
+
+def defense_run(s: Settings, cfg: dict[str, Any], defense: str, seed: int, out: str | Path,
+                train: ImageData, test: ImageData, spec: ModelSpec) -> Run:
+    """The run directory of one (defense or variant, seed) and the identity of its weights."""
+    augment = s.data.augment or DATASETS.get(s.data.dataset).augment
+    identity = {"method": method_identity(defense, s.defense_class(defense), s.method_hp(defense)),
+                "base_defense": s.base_defense(defense), "seed": seed,
+                "data": {"dataset": s.data.dataset, "train": train.fingerprint(), "test": test.fingerprint(),
+                         "train_subset": s.data.train_subset, "test_subset": s.data.test_subset,
+                         "subset_seed": s.data.subset_seed, "augment": augment, "batch_size": s.data.batch_size},
+                "model": {"name": s.model.name, "spec": asdict(spec)}, "epochs": s.train.epochs}
+    return Run(run_dir_for(out, cfg, defense, seed), f"{defense}/seed{seed}", identity)
+
+
+def train_defense(cfg: dict[str, Any], defense: str, seed: int, out: str | Path, *,
+                  data_dir: str | None = None, resume: bool = False, force: bool = False,
+                  reuse: bool = False, quiet: bool = False) -> Path:
+    """Train one (defense or variant, seed) of a config; return the finished run directory.
+
+    ``reuse=True`` (``run``): a finished run of the same identity is reused, an interrupted
+    one resumed, a stale one retrained (one line says what changed). ``reuse=False``
+    (``train``): a finished or stale run is refused unless ``force``.
+    """
+    s = parse(cfg)
+    cls = s.defense_class(defense)
+    hp = s.method_hp(defense)
+    device = resolve_device(s.train.device)
+    train, test = load_splits(cfg, device, data_dir)
+    spec = model_spec_for(cfg, train)
+    run = defense_run(s, cfg, defense, seed, out, train, test, spec)
+    action = run.prepare(reuse=reuse, resume=resume, force=force)
+    if action == "reuse":
+        return run.path
+    torch.manual_seed(seed)  # same seed + config -> same initial weights and same run
+    model = build_model(s.model.name, spec).to(device)
+    method: Method = cls(model, Context(s.model.name, spec, hp, device))
+    batches = Batches(train, s.data.batch_size, run.identity["data"]["augment"])
+    n_train_eval = s.train.train_eval_subset or len(train)
+
+    def final_metrics(m: Method) -> dict[str, float]:
+        return {"train_acc": accuracy_on(m.model, train.subset(n_train_eval, seed=seed)),
+                "test_acc": accuracy_on(m.model, test)}
+
+    meta = run.meta("defense", preset=s.preset, config=cfg, defense=defense, base_defense=s.base_defense(defense),
+                    hp=hp, model=s.model.name, model_spec=asdict(spec), dataset=s.data.dataset,
+                    dataset_fingerprint=train.fingerprint(), test_fingerprint=test.fingerprint(),
+                    n_train=len(train), n_test=len(test), device=str(device))
+    fit(method, batches, epochs=s.train.epochs, run_dir=run.path, seed=seed, meta=meta,
+        alpha_max=float(hp.get("alpha_max", 0.0)), beta_max=float(hp.get("beta_max", 0.0)),
+        resume=action == "resume", quiet=quiet, final_metrics=final_metrics, label=f"{defense} seed {seed}")
+    return run.path
