@@ -30,9 +30,12 @@ $(STAMP): pyproject.toml Makefile
 	# Empty find-links: ignore machine-local wheel folders (a CPU torch with no
 	# matching torchvision); take the pinned pair from the package index.
 	PIP_FIND_LINKS= $(PIP) install -q $(TORCH_PAIR)
-	# --no-deps: torchattacks pins requests~=2.25.1 but never imports it.
-	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PIP) install -q -e '.[test]'
+	# Last, with --no-deps: torchattacks pins requests~=2.25.1 but never imports it. pip
+	# skips its conflict check for --no-deps installs, but any later install that touches
+	# torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints
+	# "ERROR: pip's dependency resolver ..." -- so nothing may be installed after it.
+	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PY) -c "import torch, torchvision, torchattacks, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 

@@ -169,8 +169,14 @@ def _versions() -> dict[str, str]:
     return {"torch": v["torch"], "torchattacks": v["torchattacks"], "great_bench": v["great-bench"]}
 
 
+# What identifies a row: the defense's name and seed are part of it, so two names whose
+# checkpoints happen to be equal (a variant that changes nothing in the first epochs) keep
+# a row each.
+ROW_KEY = ("defense", "seed", "checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint")
+
+
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row[k]) for k in ("checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint"))
+    return tuple(str(row[k]) for k in ROW_KEY)
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -195,7 +201,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
-            key = (subject.sha256, spec.key(), str(n), str(eval_seed), fps[n])
+            key = (str(subject.defense), str(subject.seed), subject.sha256, spec.key(), str(n), str(eval_seed), fps[n])
             if key in skip:
                 continue
             x, y = data.x[:n], data.y[:n]

@@ -8,12 +8,17 @@ model in eval mode and, for targeted modes, reads target labels given by the har
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
-from attacks.specs import AttackSpec
+from attacks.autoattack import standard_autoattack
+from attacks.specs import CORE_KEYS, MODES, AttackSpec, parse_number, split_spec
+from bench.config import check_epsilon
+from bench.errors import BenchError
 from bench.registry import Registry
 
 ALL_MODES = ("untargeted", "random", "worst")
@@ -94,8 +99,6 @@ def _square(model, spec, num_classes, seed):
 
 
 def _autoattack(model, spec, num_classes, seed):
-    from attacks.autoattack import standard_autoattack
-
     return standard_autoattack(model, norm=spec.norm, eps=spec.eps, n_classes=num_classes, seed=seed,
                                steps=spec.steps, queries=int(spec.param("queries")))
 
@@ -123,3 +126,93 @@ ATTACKS.add("autoattack", AttackInfo(_autoattack, modes=("untargeted",), norms=(
 
 def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int, seed: int):
     return ATTACKS.get(spec.name).build(model, spec, num_classes, seed)
+
+
+# ---------------------------------------------------------------- resolving spec strings
+
+def check_attack_epsilon(eps: float, norm: str) -> float:
+    """Linf epsilon is in pixel units, so it lies in [0, 1]; an L2 radius is finite and >= 0."""
+    if norm == "Linf":
+        return check_epsilon(eps, "attack epsilon")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise BenchError(f"attack epsilon = {eps!r} is invalid: an L2 radius must be finite and >= 0")
+    return float(eps)
+
+
+def build_spec(name: str, values: dict[str, str]) -> AttackSpec:
+    """A resolved spec from one value per key (defaults and checks from the registry)."""
+    info = ATTACKS.get(name)
+    unknown = sorted(set(values) - set(CORE_KEYS) - set(info.extras))
+    if unknown:
+        valid = ", ".join(list(CORE_KEYS) + sorted(info.extras))
+        raise BenchError(f"attack {name!r} has no parameter {unknown[0]!r}; valid: {valid}")
+    mode = values.get("mode", "untargeted").lower()
+    if mode not in MODES:
+        raise BenchError(f"unknown attack mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in info.modes:
+        raise BenchError(f"attack {name!r} cannot run mode {mode!r} (it supports: {', '.join(info.modes)}); "
+                         "it is refused rather than silently run untargeted")
+    norm = values.get("norm", info.norms[0])
+    norm = {"linf": "Linf", "l2": "L2"}.get(norm.lower(), norm)
+    if norm not in info.norms:
+        raise BenchError(f"attack {name!r} does not support norm {norm!r}; valid: {', '.join(info.norms)}")
+    eps = check_attack_epsilon(parse_number("eps", values["eps"], float), norm) if "eps" in values else info.default_eps
+    steps = parse_number("steps", values["steps"], int) if "steps" in values else info.default_steps
+    if steps is not None and steps <= 0:
+        raise BenchError(f"attack {name!r}: steps must be a positive integer, got {steps}")
+    if "steps" in values and info.default_steps is None:
+        raise BenchError(f"attack {name!r} takes no 'steps'")
+    step = parse_number("step", values["step"], float) if "step" in values else None
+    if step is not None and (step <= 0 or info.default_steps is None):
+        raise BenchError(f"attack {name!r}: step must be a positive number and only iterative attacks take one")
+    if step is None and info.step_rule is not None:
+        step = info.step_rule(eps, steps)
+    restarts = parse_number("restarts", values["restarts"], int) if "restarts" in values else 1
+    if restarts <= 0 or (restarts > 1 and not info.restartable):
+        raise BenchError(f"attack {name!r}: restarts must be 1" + ("" if not info.restartable else " or more")
+                         + f", got {restarts}")
+    n = parse_number("n", values["n"], int) if "n" in values else None
+    if n is not None and n <= 0:
+        raise BenchError(f"attack {name!r}: n must be a positive integer, got {n}")
+    params = dict(info.extras)
+    for k in set(values) & set(info.extras):
+        params[k] = parse_number(k, values[k], type(info.extras[k]))
+        if params[k] < 0:
+            raise BenchError(f"attack {name!r}: {k} must be >= 0, got {params[k]}")
+    return AttackSpec(name, float(eps), norm, steps, step, restarts, mode, n, tuple(sorted(params.items())),
+                      min_norm=info.min_norm)
+
+
+def expand(text: str) -> list[AttackSpec]:
+    """Every spec an attack string stands for (the product of its ``|`` lists)."""
+    name, values = split_spec(text)
+    keys = list(values)
+    return [build_spec(name, dict(zip(keys, combo))) for combo in itertools.product(*(values[k] for k in keys))]
+
+
+def parse_spec(text: str) -> AttackSpec:
+    """Exactly one spec (no ``|`` lists)."""
+    specs = expand(text)
+    if len(specs) != 1:
+        raise BenchError(f"attack spec {text!r} stands for {len(specs)} attacks; use expand() for sweeps")
+    return specs[0]
+
+
+def sweep(attacks: Iterable[str], eps: Iterable[float] | None = None,
+          modes: Iterable[str] | None = None) -> list[AttackSpec]:
+    """The product attack x epsilon x mode, without duplicates, in a stable order.
+
+    ``eps`` and ``modes`` apply to attack strings that do not set them themselves.
+    """
+    out: dict[str, AttackSpec] = {}
+    for text in attacks:
+        name, values = split_spec(text)
+        extra: list[str] = []
+        if eps is not None and "eps" not in values:
+            extra.append("eps=" + "|".join(repr(float(e)) for e in eps))
+        if modes is not None and "mode" not in values:
+            extra.append("mode=" + "|".join(modes))
+        joined = text + ("," if ":" in text else ":") + ",".join(extra) if extra else text
+        for spec in expand(joined):
+            out.setdefault(spec.key(), spec)
+    return list(out.values())

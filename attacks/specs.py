@@ -8,14 +8,16 @@ A value may list alternatives separated by ``|`` (``eps=0.05|0.1,mode=random|wor
 the string then expands to the product of its lists, which is how sweeps are written.
 Defaults (iFGSM k = 10 with step eps/k, as in the GREAT paper's tables) are filled in by
 the attack's registry entry, so two strings meaning the same attack get the same ``key``.
+
+This module is a leaf: it says what a spec is and splits strings; ``attacks.registry``
+resolves them (``parse_spec``, ``expand``, ``sweep``) against the registered attacks.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from bench.errors import BenchError
 
@@ -37,6 +39,9 @@ class AttackSpec:
     mode: str = "untargeted"
     n: int | None = None
     params: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    # Minimum-norm attack (CW): epsilon is a radius applied after one run. Filled in from
+    # the registry entry when the spec is resolved; not part of ``key`` (the name implies it).
+    min_norm: bool = field(default=False, compare=False)
 
     @property
     def targeted(self) -> bool:
@@ -64,9 +69,7 @@ class AttackSpec:
         For minimum-norm attacks (CW) epsilon is a radius applied after one run, so
         specs that differ only in epsilon share a run.
         """
-        from attacks.registry import ATTACKS
-
-        return replace(self, eps=0.0).key() if ATTACKS.get(self.name).min_norm else self.key()
+        return replace(self, eps=0.0).key() if self.min_norm else self.key()
 
     def params_json(self) -> str:
         return json.dumps(dict(self.params), sort_keys=True)
@@ -78,7 +81,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _number(key: str, text: str, kind: type) -> Any:
+def parse_number(key: str, text: str, kind: type) -> Any:
     try:
         v = kind(text) if kind is int else float(text)
     except ValueError:
@@ -88,18 +91,7 @@ def _number(key: str, text: str, kind: type) -> Any:
     return v
 
 
-def check_attack_epsilon(eps: float, norm: str) -> float:
-    """Linf epsilon is in pixel units, so it lies in [0, 1]; an L2 radius is finite and >= 0."""
-    if norm == "Linf":
-        from bench.config import check_epsilon
-
-        return check_epsilon(eps, "attack epsilon")
-    if not (math.isfinite(eps) and eps >= 0):
-        raise BenchError(f"attack epsilon = {eps!r} is invalid: an L2 radius must be finite and >= 0")
-    return float(eps)
-
-
-def _split(text: str) -> tuple[str, dict[str, list[str]]]:
+def split_spec(text: str) -> tuple[str, dict[str, list[str]]]:
     text = text.strip()
     if not text:
         raise BenchError("empty attack spec; expected e.g. 'ifgsm:eps=0.1,mode=worst'")
@@ -117,81 +109,3 @@ def _split(text: str) -> tuple[str, dict[str, list[str]]]:
     return name, values
 
 
-def build_spec(name: str, values: dict[str, str]) -> AttackSpec:
-    """A resolved spec from one value per key (defaults and checks from the registry)."""
-    from attacks.registry import ATTACKS
-
-    info = ATTACKS.get(name)
-    unknown = sorted(set(values) - set(CORE_KEYS) - set(info.extras))
-    if unknown:
-        valid = ", ".join(list(CORE_KEYS) + sorted(info.extras))
-        raise BenchError(f"attack {name!r} has no parameter {unknown[0]!r}; valid: {valid}")
-    mode = values.get("mode", "untargeted").lower()
-    if mode not in MODES:
-        raise BenchError(f"unknown attack mode {mode!r}; valid: {', '.join(MODES)}")
-    if mode not in info.modes:
-        raise BenchError(f"attack {name!r} cannot run mode {mode!r} (it supports: {', '.join(info.modes)}); "
-                         "it is refused rather than silently run untargeted")
-    norm = values.get("norm", info.norms[0])
-    norm = {"linf": "Linf", "l2": "L2"}.get(norm.lower(), norm)
-    if norm not in info.norms:
-        raise BenchError(f"attack {name!r} does not support norm {norm!r}; valid: {', '.join(info.norms)}")
-    eps = check_attack_epsilon(_number("eps", values["eps"], float), norm) if "eps" in values else info.default_eps
-    steps = _number("steps", values["steps"], int) if "steps" in values else info.default_steps
-    if steps is not None and steps <= 0:
-        raise BenchError(f"attack {name!r}: steps must be a positive integer, got {steps}")
-    if "steps" in values and info.default_steps is None:
-        raise BenchError(f"attack {name!r} takes no 'steps'")
-    step = _number("step", values["step"], float) if "step" in values else None
-    if step is not None and (step <= 0 or info.default_steps is None):
-        raise BenchError(f"attack {name!r}: step must be a positive number and only iterative attacks take one")
-    if step is None and info.step_rule is not None:
-        step = info.step_rule(eps, steps)
-    restarts = _number("restarts", values["restarts"], int) if "restarts" in values else 1
-    if restarts <= 0 or (restarts > 1 and not info.restartable):
-        raise BenchError(f"attack {name!r}: restarts must be 1" + ("" if not info.restartable else " or more")
-                         + f", got {restarts}")
-    n = _number("n", values["n"], int) if "n" in values else None
-    if n is not None and n <= 0:
-        raise BenchError(f"attack {name!r}: n must be a positive integer, got {n}")
-    params = dict(info.extras)
-    for k in set(values) & set(info.extras):
-        params[k] = _number(k, values[k], type(info.extras[k]))
-        if params[k] < 0:
-            raise BenchError(f"attack {name!r}: {k} must be >= 0, got {params[k]}")
-    return AttackSpec(name, float(eps), norm, steps, step, restarts, mode, n, tuple(sorted(params.items())))
-
-
-def expand(text: str) -> list[AttackSpec]:
-    """Every spec an attack string stands for (the product of its ``|`` lists)."""
-    name, values = _split(text)
-    keys = list(values)
-    return [build_spec(name, dict(zip(keys, combo))) for combo in itertools.product(*(values[k] for k in keys))]
-
-
-def parse_spec(text: str) -> AttackSpec:
-    """Exactly one spec (no ``|`` lists)."""
-    specs = expand(text)
-    if len(specs) != 1:
-        raise BenchError(f"attack spec {text!r} stands for {len(specs)} attacks; use expand() for sweeps")
-    return specs[0]
-
-
-def sweep(attacks: Iterable[str], eps: Iterable[float] | None = None,
-          modes: Iterable[str] | None = None) -> list[AttackSpec]:
-    """The product attack x epsilon x mode, without duplicates, in a stable order.
-
-    ``eps`` and ``modes`` apply to attack strings that do not set them themselves.
-    """
-    out: dict[str, AttackSpec] = {}
-    for text in attacks:
-        name, values = _split(text)
-        extra: list[str] = []
-        if eps is not None and "eps" not in values:
-            extra.append("eps=" + "|".join(repr(float(e)) for e in eps))
-        if modes is not None and "mode" not in values:
-            extra.append("mode=" + "|".join(modes))
-        joined = text + ("," if ":" in text else ":") + ",".join(extra) if extra else text
-        for spec in expand(joined):
-            out.setdefault(spec.key(), spec)
-    return list(out.values())

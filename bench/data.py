@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.registry import Registry
+from bench.safe_unpickle import load_data_batch  # restricted: plain data and numpy arrays only
 
 DEFAULT_DATA_DIR = Path(os.environ.get("GREAT_BENCH_DATA", Path.home() / ".cache" / "great-bench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -139,8 +140,6 @@ def _cifar10_reader(root: Path, split: str):
     folder = next((f for f in (root / "cifar-10-batches-py", root) if (f / "test_batch").is_file()), None)
     if folder is None:
         return None
-    from bench.safe_unpickle import load_data_batch  # restricted: plain data and numpy arrays only
-
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     xs, ys = [], []
     for n in names:

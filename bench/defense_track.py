@@ -40,7 +40,7 @@ def defense_run(s: Settings, cfg: dict[str, Any], defense: str, seed: int, out: 
                 train: ImageData, test: ImageData, spec: ModelSpec) -> Run:
     """The run directory of one (defense or variant, seed) and the identity of its weights."""
     augment = s.data.augment or DATASETS.get(s.data.dataset).augment
-    identity = {"method": method_identity(defense, s.defense_class(defense), s.method_hp(defense)),
+    identity = {**method_identity(defense, s.defense_class(defense), s.method_hp(defense)),
                 "base_defense": s.base_defense(defense), "seed": seed,
                 "data": {"dataset": s.data.dataset, "train": train.fingerprint(), "test": test.fingerprint(),
                          "train_subset": s.data.train_subset, "test_subset": s.data.test_subset,

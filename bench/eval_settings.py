@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from bench.config import check_epsilon, positive_int
+from bench.config import check_epsilon, check_keys, nonnegative_int, positive_int
+from attacks.registry import sweep
+from attacks.specs import AttackSpec
 from bench.errors import BenchError
 
 
@@ -32,10 +34,7 @@ def paper_sweep(eps: float) -> list[str]:
 
 def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
     ev = dict(cfg.get("eval", {}))
-    known = set(EvalSettings.__dataclass_fields__)
-    unknown = sorted(set(ev) - known)
-    if unknown:
-        raise BenchError(f"[eval] has unknown key {unknown[0]!r}; valid: {', '.join(sorted(known))}")
+    check_keys(ev, EvalSettings.__dataclass_fields__, "eval")
     s = EvalSettings(**ev)
     check_epsilon(s.epsilon, "eval.epsilon")
     check_epsilon(s.large_epsilon, "eval.large_epsilon")
@@ -43,8 +42,7 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
         positive_int(s.n_test, "eval.n_test")
     positive_int(s.batch_size, "eval.batch_size")
     positive_int(s.saliency_images, "eval.saliency_images")
-    if isinstance(s.seed, bool) or not isinstance(s.seed, int) or s.seed < 0:
-        raise BenchError(f"eval.seed = {s.seed!r} is invalid: expected a non-negative integer")
+    nonnegative_int(s.seed, "eval.seed")
     for k in ("cw_radius", "tol", "flip_tol", "near_zero"):
         v = getattr(s, k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -55,9 +53,7 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
     return s
 
 
-def sweep_specs(attacks: Sequence[str]):
-    from attacks.specs import sweep
-
+def sweep_specs(attacks: Sequence[str]) -> list[AttackSpec]:
     specs = sweep(attacks)
     if not specs:
         raise BenchError("the sweep is empty; give at least one attack")

@@ -36,6 +36,7 @@ import numpy as np
 
 from attacks.evaluate import unpack_mask
 from attacks.registry import ATTACKS
+from bench.data import DATASETS
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,6 @@ def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float
 
 
 def _input_dim(dataset: str) -> int | None:
-    from bench.data import DATASETS
-
     if dataset not in DATASETS:
         return None
     spec = DATASETS.get(dataset)

@@ -25,15 +25,18 @@ from bench.train import resolve_device
 
 def resolve_config(preset: str | Path, overrides: Sequence[str] = (), *, epochs: int | None = None,
                    seed: int | None = None, seeds: Sequence[int] | None = None, device: str | None = None,
-                   variants: Sequence[str] = ()) -> dict[str, Any]:
+                   variants: Sequence[str] = (), defense: str | None = None) -> dict[str, Any]:
     """A preset (name or .toml path) with ``section.key=value`` overrides, ``--variant``
     declarations (``NAME=DEFENSE[:key=value,...]``) and the common options applied, then
-    parsed by ``bench.settings.parse`` (unknown keys refused). Returns the config dict that
-    runs record in meta.json."""
+    parsed by ``bench.settings.parse`` (unknown keys refused). ``defense`` (``train``)
+    makes that one defense the preset's list, so its own hyper-parameters are valid keys.
+    Returns the config dict that runs record in meta.json."""
     cfg = apply_overrides(load_preset(str(preset)), list(overrides))
     for text in variants:
         name, table = parse_variant_arg(text)
         cfg.setdefault("variants", {})[name] = table
+    if defense is not None:
+        cfg["train"]["defenses"] = [defense]
     if epochs is not None:
         cfg["train"]["epochs"] = epochs
     if seed is not None and seeds is not None:
@@ -64,7 +67,8 @@ def train_all(cfg: dict[str, Any], out: str | Path, *, data_dir: str | None = No
             for seed in s.train.seeds for defense in s.defenses_to_train()]
 
 
-def evaluate_runs(run_dirs: Sequence[Path], specs: Sequence[AttackSpec], csv_path: Path, settings: EvalSettings, *,
+def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], csv_path: str | Path,
+                  settings: EvalSettings, *,
                   data_dir: str | None = None, device: str | None = None, force: bool = False,
                   quiet: bool = False) -> tuple[list[dict[str, Any]], list[Subject]]:
     """Evaluate finished run directories (each on the test data it was trained with)."""
@@ -81,7 +85,8 @@ def evaluate_runs(run_dirs: Sequence[Path], specs: Sequence[AttackSpec], csv_pat
     return rows, subjects
 
 
-def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs: Sequence[AttackSpec], csv_path: Path,
+def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs: Sequence[AttackSpec],
+                   csv_path: str | Path,
                    settings: EvalSettings, *, name: str | None = None, data_dir: str | None = None,
                    device: str | None = None, force: bool = False, quiet: bool = False) -> list[dict]:
     """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
@@ -94,7 +99,7 @@ def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs
                     batch_size=settings.batch_size, force=force, quiet=quiet)
 
 
-def report(csv_path: Path, results: Path, settings: EvalSettings, *, runs: Sequence[Path] = (),
+def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *, runs: Sequence[str | Path] = (),
            data_dir: str | None = None, device: str | None = None, quiet: bool = False) -> list[Path]:
     """Tables, curves and masking checks from a robustness CSV (+ saliency maps given runs)."""
     if not Path(csv_path).is_file():
@@ -107,7 +112,7 @@ def report(csv_path: Path, results: Path, settings: EvalSettings, *, runs: Seque
         shas = {s.sha256 for s in subjects}
         rows = [r for r in rows if r["checkpoint_sha256"] in shas]
         data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
-    return write_report(rows, results, settings, subjects=subjects, data=data, quiet=quiet)
+    return write_report(rows, Path(results), settings, subjects=subjects, data=data, quiet=quiet)
 
 
 def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: str | Path | None = None,

@@ -12,7 +12,6 @@ from defenses.registry import DEFENSES
 class Baseline(Defense):
     """Minimise CE(f(x), y)."""
 
-
     def step(self, x, y, ramp: Ramp):
         self.zero(self.opt)
         logits = self.model(x)

@@ -27,6 +27,20 @@ class InterruptInEpoch2(Baseline):
         return super().step(x, y, ramp)
 
 
+class ScaledLoss(Baseline):
+    """A user defense with a hyper-parameter of its own (``loss_scale``): the settings must
+    accept the key once the preset names this class, and variants of it work."""
+
+    hyperparameters = ("loss_scale",)
+
+    def step(self, x, y, ramp):
+        self.zero(self.opt)
+        loss = float(self.ctx.hp["loss_scale"]) * torch.nn.functional.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+
 class NotADefense:
     pass
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from attacks.registry import ATTACKS
-from attacks.specs import MODES, expand, parse_spec, sweep
+from attacks.registry import expand, parse_spec, sweep
+from attacks.specs import MODES
 from attacks.targets import random_targets, targets_for, worst_targets
 from bench.errors import BenchError
 

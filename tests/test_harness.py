@@ -9,7 +9,7 @@ import torchattacks
 
 from attacks import evaluate as ev
 from attacks.evaluate import EvalSet, Subject, evaluate, evaluate_subject, read_rows, subject_from_run
-from attacks.specs import parse_spec, sweep
+from attacks.registry import parse_spec, sweep
 from attacks.targets import random_targets
 from bench.checkpoint import save_weights
 from bench.errors import BenchError

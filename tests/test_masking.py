@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attacks.evaluate import EvalSet, Subject, evaluate_subject, pack_mask
-from attacks.specs import sweep
+from attacks.registry import sweep
 from bench.masking import Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, monotone_in_eps
 
 

@@ -92,11 +92,16 @@ def test_resume_after_kill_9_reproduces_uninterrupted_run(tmp_path, tiny_data_di
     deadline = time.time() + 240
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run = state.parent.parent
     if (run / "meta.json").exists():
         pytest.skip("the run finished before it could be killed")
+    # The test means something only if the child reached its first checkpoint alive: a
+    # child that died earlier (bad arguments, a crash) must fail it, not pass it.
+    assert alive, f"the child exited (code {proc.returncode}) before its first checkpoint"
+    assert state.exists(), "no checkpoint was written before the deadline"
     resumed = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "cut"), "--resume"], env=env,
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -32,7 +32,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device,
-                         variants=args.variants)
+                         variants=args.variants, defense=args.defense)
     run_dir = train_defense(cfg, args.defense, cfg["train"]["seeds"][0], default_runs_root(cfg, args.out),
                             data_dir=args.data_dir, resume=args.resume, force=args.force, quiet=args.quiet)
     print(f"finished: {run_dir}")

@@ -3,7 +3,7 @@
 A student learns from a frozen teacher with one of the registered methods (``DISTILLERS``):
 ``baseline`` (CE only), ``kd`` (Hinton soft targets), ``great`` (a binary discriminator on
 input gradients, reversed into the student) and ``sobolev`` (input gradients matched by
-squared error). Every method is a ``defenses.base.Defense`` trained by ``bench.train.fit``.
+squared error). Every method is a ``bench.method.Method`` trained by ``bench.train.fit``.
 """
 from bench.distill.registry import DISTILLERS
 

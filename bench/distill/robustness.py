@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from attacks.evaluate import frozen, predict_logits, run_attack
+from attacks.registry import parse_spec
 from bench.config import check_epsilon
 from bench.data import ImageData, to_float
 
@@ -16,9 +18,6 @@ ATTACK_COLUMNS = {"fgsm_acc": "fgsm:eps={eps}", "ifgsm_acc": "ifgsm:eps={eps},st
 
 
 def robust_accuracy(model: nn.Module, data: ImageData, epsilon: float, batch_size: int = 500) -> dict[str, float]:
-    from attacks.evaluate import frozen, predict_logits, run_attack
-    from attacks.specs import parse_spec
-
     eps = check_epsilon(epsilon, "eval.epsilon")
     was = model.training
     x, y = to_float(data.images), data.labels

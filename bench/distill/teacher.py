@@ -20,9 +20,9 @@ from bench.checkpoint import load_run, read_meta
 from bench.data import Batches, ImageData
 from bench.distill.registry import DISTILLERS
 from bench.errors import BenchError
-from bench.method import Context
+from bench.method import Context, code_version
 from bench.models import ModelSpec, build_model
-from bench.run import Run, method_identity
+from bench.run import Run
 from bench.train import accuracy_on, fit
 
 TEACHER_KEYS = ("teacher", "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay")
@@ -39,7 +39,7 @@ def teacher_identity(settings: dict[str, Any], train: ImageData, batch_size: int
     what: dict[str, Any] = {k: settings.get(k) for k in TEACHER_KEYS}
     hp = teacher_hp(settings)
     what.update(data=train.fingerprint(), batch_size=batch_size, augment=augment, hp=hp,
-                method=method_identity("baseline", DISTILLERS.get("baseline"), hp, keys=hp))
+                code=code_version(DISTILLERS.get("baseline")))
     return what
 
 

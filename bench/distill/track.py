@@ -87,7 +87,7 @@ def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[s
     if missing:
         raise BenchError(f"distillation method {method!r} needs {missing} in the [distill] section")
     run_dir = Path(runs_root) / "distill" / dataset / f"{pair.student}+{pair.teacher}" / regime / method / f"seed{seed}"
-    identity = {"method": method_identity(method, cls, hp, keys=[k for k in hp if k not in NOT_IN_RUN_KEY]),
+    identity = {**method_identity(method, cls, hp, keys=[k for k in hp if k not in NOT_IN_RUN_KEY]),
                 "seed": seed, "epochs": epochs, "model": pair.student, "data": train.fingerprint(),
                 "test": test.fingerprint(), "eval": [eval_data.fingerprint(), epsilon],
                 "teacher": teacher_info["sha256"], "batch_size": batch_size, "augment": augment}

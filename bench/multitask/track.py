@@ -39,7 +39,7 @@ def train_one(s: MultiTaskSettings, method: str, seed: int, train, test, spec: M
               quiet: bool) -> dict[str, Any]:
     """Train (or reuse) one method x seed; return its finished meta (metrics = test errors)."""
     cls = MULTITASK_METHODS.get(method)
-    identity = {"method": method_identity(method, cls, s.hp), "seed": seed, "epochs": s.epochs,
+    identity = {**method_identity(method, cls, s.hp), "seed": seed, "epochs": s.epochs,
                 "batch_size": s.batch_size, "encoder": s.encoder, "model_spec": asdict(spec),
                 "tasks": [t.name for t in s.tasks], "data": data}
     run = Run(run_dir, f"multitask {method}/seed{seed}", identity)

@@ -11,7 +11,7 @@ import torch
 import torchattacks
 
 from attacks.evaluate import EvalSet, Subject, evaluate_subject
-from attacks.specs import sweep
+from attacks.registry import sweep
 from bench.models import ModelSpec, build_model
 
 N, BATCH = 512, 256

@@ -1,4 +1,4 @@
-"""The base of every multi-task method: a ``Defense`` whose ``y`` is a dict of task targets.
+"""The base of every multi-task method: a ``bench.method.Method`` whose ``y`` is a dict of task targets.
 
 ``fit`` (bench/train.py) runs it like any defense: lr policy on every optimizer, per-epoch
 checkpoints (all state lives in ``modules()`` so that resume restores it), and the step logs

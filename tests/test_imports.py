@@ -1,0 +1,116 @@
+"""Dependencies run one way (issue 10): every module imports on its own in a fresh interpreter,
+the project's modules import each other without cycles, and no function body imports project
+code (the usual way of hiding a cycle)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("bench", "attacks", "defenses")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            name = name.removesuffix(".__init__")
+            if not name.endswith("__main__"):
+                out[name] = path
+    return out
+
+
+def _targets(node: ast.AST, module: str, known: dict[str, Path]) -> list[str]:
+    """Project modules an import statement loads."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] in PACKAGES]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative import
+            parts = module.split(".")[: -node.level] if not known[module].name == "__init__.py" else module.split(".")
+            base = ".".join(parts + ([base] if base else []))
+        if base.split(".")[0] not in PACKAGES:
+            return []
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+    return []
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
+    """One interpreter per module would cost a torch import each; instead one interpreter
+    forgets every project module before importing the next, which is the same for the
+    project's import order (third-party modules stay loaded)."""
+    names = sorted(modules())
+    code = (
+        "import importlib, sys, traceback\n"
+        f"names = {names!r}\n"
+        "bad = []\n"
+        "for n in names:\n"
+        "    for m in [m for m in sys.modules if m.split('.')[0] in ('bench', 'attacks', 'defenses')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(n)\n"
+        "    except Exception:\n"
+        "        bad.append(n + ': ' + traceback.format_exc().strip().splitlines()[-1])\n"
+        "print('\\n'.join(bad))\n"
+        "print(f'imported {len(names)} modules one by one; {len(bad)} failed')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith(f"imported {len(names)} modules one by one; 0 failed"), res.stdout
+
+
+def test_no_import_cycles_between_project_modules():
+    known = modules()
+    graph = {m: set() for m in known}
+    for m, path in known.items():
+        for node in ast.parse(path.read_text()).body:  # top level only (function bodies: next test)
+            for t in _targets(node, m, known):
+                if t in known and t != m:
+                    graph[m].add(t)
+    # Tarjan's strongly connected components: any component of two or more modules is a cycle.
+    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    sys.setrecursionlimit(10_000)
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_function_level_import_of_project_code():
+    known = modules()
+    found = []
+    for m, path in known.items():
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if _targets(node, m, known):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} in {fn.name}()")
+    assert not found, "function-level imports of project modules: " + ", ".join(found)

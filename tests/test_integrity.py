@@ -1,0 +1,211 @@
+"""Run integrity (issue 10): stale checkpoints are never reused, typos are refused, concurrent
+writers keep every row, and variants are runs of their own."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.pipeline import resolve_config, train_all
+from bench.defense_track import train_defense
+from bench.rows import merge_rows, read_rows
+from bench.run import Run
+from bench.settings import parse, parse_variant_arg
+
+TINY = ["data.train_subset=64", "data.test_subset=32", "train.epochs=1", "eval.n_test=32"]
+
+
+def tiny(*overrides: str, preset: str = "smoke") -> dict:
+    return resolve_config(preset, [*TINY, *overrides])
+
+
+def meta(run: Path) -> dict:
+    return json.loads((run / "meta.json").read_text())
+
+
+# ---------------------------------------------------------------- one run identity
+
+def test_stale_checkpoint_is_retrained_not_reused(tmp_path, capsys):
+    """The issue's reproduction: `train --defense great`, then `run` with hp.alpha_max=0.1.
+    Two epochs: the ramp holds alpha at 0 in the first (paper supplement), so only then
+    does alpha_max change the weights."""
+    first = train_defense(tiny("train.epochs=2"), "great", 0, tmp_path, quiet=True)
+    sha = meta(first)["files"]["model.safetensors"]["sha256"]
+    assert meta(first)["hp"]["alpha_max"] == 1.0
+    # Same settings: reused, not retrained.
+    assert train_all(tiny("train.epochs=2", "train.defenses=['great']"), tmp_path, quiet=True) == [first]
+    assert meta(first)["files"]["model.safetensors"]["sha256"] == sha
+    capsys.readouterr()
+    (run,) = train_all(tiny("train.epochs=2", "hp.alpha_max=0.1", "train.defenses=['great']"), tmp_path, quiet=True)
+    assert run == first
+    out = capsys.readouterr().out
+    assert "great/seed0: hp.alpha_max 1.0 -> 0.1; retraining" in out
+    assert meta(run)["hp"]["alpha_max"] == 0.1 and meta(run)["identity"]["hp"]["alpha_max"] == 0.1
+    assert meta(run)["files"]["model.safetensors"]["sha256"] != sha
+
+
+def test_train_refuses_a_stale_run_with_what_changed(tmp_path):
+    train_defense(tiny(), "baseline", 0, tmp_path, quiet=True)
+    with pytest.raises(BenchError, match=r"baseline/seed0: epochs 1 -> 2; .*--force"):
+        train_defense(tiny("train.epochs=2"), "baseline", 0, tmp_path, quiet=True)
+    # Hyper-parameters the method does not read are not part of its identity.
+    with pytest.raises(BenchError, match="finished run of these settings"):
+        train_defense(tiny("hp.alpha_max=0.3"), "baseline", 0, tmp_path, quiet=True)
+    run = train_defense(tiny("train.epochs=2"), "baseline", 0, tmp_path, force=True, quiet=True)
+    assert meta(run)["epochs"] == 2
+
+
+def test_run_prepare_policies(tmp_path):
+    lines: list[str] = []
+    run = Run(tmp_path / "r", "m/seed0", {"hp": {"a": 1}, "seed": 0})
+    assert run.prepare(reuse=True, log=lines.append) == "fresh"
+    with pytest.raises(BenchError, match="no saved training state"):
+        Run(tmp_path / "other", "m/seed0", {}).prepare(reuse=False, resume=True)
+    (run.path / "meta.json").write_text(json.dumps({"identity": run.identity, "status": "finished"}))
+    assert Run(run.path, "m/seed0", {"hp": {"a": 1}, "seed": 0}).prepare(reuse=True, log=lines.append) == "reuse"
+    stale = Run(run.path, "m/seed0", {"hp": {"a": 2}, "seed": 0})
+    with pytest.raises(BenchError, match=r"m/seed0: hp.a 1 -> 2"):
+        stale.prepare(reuse=False)
+    assert stale.prepare(reuse=True, log=lines.append) == "fresh"
+    assert lines == ["m/seed0: hp.a 1 -> 2; retraining"]
+    assert not (run.path / "meta.json").exists()
+    assert json.loads((run.path / "identity.json").read_text()) == stale.identity
+
+
+def test_code_version_is_part_of_the_identity(tmp_path, monkeypatch):
+    from defenses.baseline import Baseline
+
+    run = train_defense(tiny(), "baseline", 0, tmp_path, quiet=True)
+    monkeypatch.setattr(Baseline, "version", "2")
+    with pytest.raises(BenchError, match=r"baseline/seed0: code \w+ -> \w+"):
+        train_defense(tiny(), "baseline", 0, tmp_path, quiet=True)
+    assert run.exists()
+
+
+# ---------------------------------------------------------------- typed settings
+
+@pytest.mark.parametrize("override, message", [
+    ("hp.alpah_max=0.5", r"unknown key hp.alpah_max; did you mean hp.alpha_max\?"),
+    ("nosuch.key=1", r"unknown section nosuch"),
+    ("trian.epochs=1", r"unknown section trian; did you mean train\?"),
+    ("data.batch_sise=3", r"unknown key data.batch_sise; did you mean data.batch_size\?"),
+    ("eval.n_tset=3", r"unknown key eval.n_tset; did you mean eval.n_test\?"),
+    ("defense_hp.great.alpah_max=1", r"unknown key defense_hp.great.alpah_max; did you mean defense_hp.great.alpha_max\?"),
+    ("defense_hp.graet.alpha_max=1", r"unknown section defense_hp.graet; did you mean great\?"),
+    ("distill.great_alpah=0.1", r"unknown key distill.great_alpah; did you mean distill.great_alpha\?"),
+    ("multitask.gradnorm_alfa=1", r"unknown key multitask.gradnorm_alfa; did you mean multitask.gradnorm_alpha\?"),
+    ("train.seeds=true", r"train.seeds = True is invalid"),
+    ("distill.seeds=[true]", r"distill.seeds = \[True\] is invalid"),
+    ("multitask.seeds=[-1]", r"multitask.seeds = \[-1\] is invalid"),
+])
+def test_typo_in_set_is_refused_with_the_nearest_name(override, message):
+    with pytest.raises(BenchError, match=message):
+        resolve_config("smoke", [override])
+
+
+def test_typo_in_a_preset_file_is_refused(tmp_path):
+    text = (Path(__file__).parent.parent / "bench" / "presets" / "smoke.toml").read_text()
+    path = tmp_path / "mine.toml"
+    path.write_text(text.replace("alpha_max = 1.0", "alpha_mx = 1.0"))
+    with pytest.raises(BenchError, match=r"unknown key hp.alpha_mx; did you mean hp.alpha_max\?"):
+        resolve_config(str(path))
+    path.write_text(text.replace("[eval]", "[evaluate]"))
+    with pytest.raises(BenchError, match=r"unknown section evaluate; did you mean eval\?"):
+        resolve_config(str(path))
+
+
+def test_defense_specific_and_user_hyperparameters_stay_valid():
+    s = parse(tiny("defense_hp.datagrad-l1.datagrad_lambda=0.02"))
+    assert s.method_hp("datagrad-l1")["datagrad_lambda"] == 0.02
+    with pytest.raises(BenchError, match="unknown key hp.loss_scale"):
+        tiny("hp.loss_scale=0.5")  # no defense named in the preset reads it
+    s = parse(tiny("hp.loss_scale=0.5", "train.defenses=['custom_defenses:ScaledLoss']"))
+    assert s.method_hp("custom_defenses:ScaledLoss")["loss_scale"] == 0.5
+
+
+# ---------------------------------------------------------------- writers that never lose data
+
+def _writer(path: str, who: int, n: int) -> None:
+    for i in range(n):
+        merge_rows(path, [{"writer": who, "i": i, "value": who * 1000 + i}], key=lambda r: (str(r["writer"]), str(r["i"])),
+                   fields=["writer", "i", "value"])
+
+
+def test_concurrent_writers_keep_every_row(tmp_path):
+    path = str(tmp_path / "robustness.csv")
+    ctx = mp.get_context("spawn")  # fresh interpreters, like separate `great-bench evaluate` processes
+    procs = [ctx.Process(target=_writer, args=(path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    rows = read_rows(path)
+    assert len(rows) == 4 * 40
+    assert {(r["writer"], r["i"]) for r in rows} == {(str(w), str(i)) for w in range(4) for i in range(40)}
+
+
+# ---------------------------------------------------------------- named variants
+
+VARIANT = "variants.great-a01={defense='great', hp={alpha_max=0.1}}"
+
+
+def test_variants_train_into_their_own_runs_and_rows(tmp_path):
+    cfg = tiny(VARIANT, "train.defenses=['great']")
+    runs = train_all(cfg, tmp_path, quiet=True)
+    assert [r.parent.name for r in runs] == ["great", "great-a01"]
+    base, variant = (meta(r) for r in runs)
+    assert (base["hp"]["alpha_max"], variant["hp"]["alpha_max"]) == (1.0, 0.1)
+    assert variant["defense"] == "great-a01" and variant["base_defense"] == "great"
+    from attacks.evaluate import subject_from_run
+
+    assert subject_from_run(runs[1]).defense == "great-a01"  # the name every row, table and plot shows
+
+
+def test_variant_from_the_command_line_and_for_a_user_defense():
+    assert parse_variant_arg("great-a01=great:alpha_max=0.1") == ("great-a01", {"defense": "great", "hp": {"alpha_max": 0.1}})
+    assert parse_variant_arg("mine=custom_defenses:ScaledLoss:loss_scale=2") == (
+        "mine", {"defense": "custom_defenses:ScaledLoss", "hp": {"loss_scale": 2}})
+    assert parse_variant_arg("plain=baseline") == ("plain", {"defense": "baseline", "hp": {}})
+    cfg = resolve_config("smoke", TINY, variants=["mine=custom_defenses:ScaledLoss:loss_scale=2"])
+    s = parse(cfg)
+    assert s.method_hp("mine")["loss_scale"] == 2 and "mine" in s.defenses_to_train()
+
+
+def test_variant_keys_are_checked_against_the_base_defense():
+    with pytest.raises(BenchError, match=r"unknown key variants.x.hp.alpah_max; did you mean variants.x.hp.alpha_max\?"):
+        resolve_config("smoke", variants=["x=great:alpah_max=0.1"])
+    with pytest.raises(BenchError, match=r"unknown key variants.x.hp.fgsm_eps"):
+        resolve_config("smoke", variants=["x=great:fgsm_eps=0.1"])  # great does not read it
+    with pytest.raises(BenchError, match="already a registered defense"):
+        resolve_config("smoke", variants=["great=great:alpha_max=0.1"])
+    with pytest.raises(BenchError, match="unknown defense 'graet'"):
+        resolve_config("smoke", variants=["x=graet"])
+
+
+def test_list_shows_a_presets_variants(capsys):
+    from bench.cli import main
+
+    assert main(["list", "--preset", "smoke", "--variant", "great-a01=great:alpha_max=0.1"]) == 0
+    assert "great-a01 = great with alpha_max=0.1" in capsys.readouterr().out
+
+
+def test_two_names_with_equal_checkpoints_keep_a_row_each(tmp_path):
+    """A variant whose weights equal its base's (e.g. alpha ramped to 0 in a one-epoch run)
+    is still its own row: the row key holds the defense's name, not only the checkpoint."""
+    import torch
+
+    from attacks.evaluate import EvalSet, Subject, evaluate
+    from attacks.registry import sweep
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    data = EvalSet(torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,)), 3, "toy")
+    subjects = [Subject(model, name, 0, "toy", "f" * 64) for name in ("great", "great-a01")]
+    rows = evaluate(subjects, data, sweep(["none", "fgsm:eps=0.1"]), tmp_path / "r.csv")
+    assert sorted((r["defense"], r["attack"]) for r in rows) == [
+        ("great", "fgsm"), ("great", "none"), ("great-a01", "fgsm"), ("great-a01", "none")]
+    assert len(read_rows(tmp_path / "r.csv")) == 4
