@@ -209,3 +209,57 @@ def test_two_names_with_equal_checkpoints_keep_a_row_each(tmp_path):
     assert sorted((r["defense"], r["attack"]) for r in rows) == [
         ("great", "fgsm"), ("great", "none"), ("great-a01", "fgsm"), ("great-a01", "none")]
     assert len(read_rows(tmp_path / "r.csv")) == 4
+
+
+def test_multitask_track_retrains_only_the_stale_method(tmp_path, capsys):
+    from bench.multitask.track import run_multitask
+
+    sets = ["multitask.methods=['equal', 'gradnorm']", "multitask.train_subset=64", "multitask.test_subset=32"]
+    run_multitask(tiny(*sets), out=tmp_path / "runs", results=tmp_path / "res", quiet=True)
+    equal, gradnorm = (tmp_path / "runs" / "multitask" / m / "seed0" / "meta.json" for m in ("equal", "gradnorm"))
+    stamps = equal.stat().st_mtime_ns, gradnorm.stat().st_mtime_ns
+    capsys.readouterr()
+    run_multitask(tiny(*sets, "multitask.gradnorm_alpha=0.6"), out=tmp_path / "runs", results=tmp_path / "res", quiet=True)
+    assert "multitask gradnorm/seed0: hp.gradnorm_alpha 1.5 -> 0.6; retraining" in capsys.readouterr().out
+    assert equal.stat().st_mtime_ns == stamps[0] and gradnorm.stat().st_mtime_ns != stamps[1]
+    assert json.loads(gradnorm.read_text())["hp"]["gradnorm_alpha"] == 0.6
+
+
+def test_distill_track_retrains_only_the_stale_students(tmp_path):
+    from bench.distill.track import run_track
+
+    sets = ["distill.methods=['baseline', 'great']", "distill.train_subset=64", "distill.n_eval=16"]
+    lines: list[str] = []
+    run_track(tiny(*sets), runs_root=tmp_path, results_dir=None, quiet=True, log=lambda s: None)
+    metas = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("meta.json")}
+    assert len(metas) == 5  # teacher + 2 methods x 2 regimes
+    run_track(tiny(*sets, "distill.great_alpha=0.2"), runs_root=tmp_path, results_dir=None, quiet=True,
+              log=lines.append)
+    changed = sorted(p.parent.parent.name + "/" + p.parent.parent.parent.name
+                     for p, t in metas.items() if p.stat().st_mtime_ns != t)
+    assert changed == ["great/dense", "great/sparse"]
+    assert sum("great/seed0: hp.great_alpha 0.1 -> 0.2; retraining" in line for line in lines) == 2, lines
+
+
+def test_run_takes_epochs_and_seeds_like_train(monkeypatch):
+    from bench.cli import build_parser
+    import bench.commands.train as commands
+
+    seen = {}
+    monkeypatch.setattr(commands, "benchmark", lambda cfg, **kw: seen.update(cfg=cfg))
+    args = build_parser().parse_args(["run", "--preset", "smoke", "--epochs", "3", "--seeds", "1", "2",
+                                      "--variant", "g=great:alpha_max=0.2"])
+    assert args.func(args) == 0
+    assert seen["cfg"]["train"]["epochs"] == 3 and seen["cfg"]["train"]["seeds"] == [1, 2]
+    assert seen["cfg"]["variants"]["g"] == {"defense": "great", "hp": {"alpha_max": 0.2}}
+    args = build_parser().parse_args(["run", "--preset", "smoke", "--seed", "4"])
+    assert args.func(args) == 0 and seen["cfg"]["train"]["seeds"] == [4]
+
+
+def test_resume_with_no_saved_state_says_so(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["train", "--preset", "smoke", "--defense", "baseline", "--quiet", "--resume",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume" in err[0] and "no saved training state" in err[0]

@@ -27,6 +27,8 @@ def _sgd(params, hp):
 
 
 OPTIMIZERS: dict[str, Callable] = {"adam": _adam, "sgd": _sgd}
+# The hyper-parameters every distiller reads through ``make_optimizer`` (besides its own).
+OPTIMIZER_KEYS = ("optimizer", "momentum", "weight_decay")
 
 
 def make_optimizer(params, hp) -> torch.optim.Optimizer:

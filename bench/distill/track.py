@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,6 +20,7 @@ from bench.checkpoint import read_meta
 from bench.config import positive_int
 from bench.data import DATASETS, Batches, ImageData
 from bench.distill import DISTILLERS
+from bench.distill.base import OPTIMIZER_KEYS
 from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
 from bench.distill.robustness import robust_accuracy
 from bench.distill.settings import REGIMES, Pair, check_fraction, resolve
@@ -27,18 +28,12 @@ from bench.distill.teacher import load_teacher, train_teacher
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.defense_track import load_splits
-from bench.method import Context
+from bench.method import Context, hp_keys
 from bench.rows import csv_text
 from bench.run import Run, method_identity
 from bench.stats import mean_std
 from bench.train import accuracy_on, fit, resolve_device
 
-# Settings that do not change what one student run computes (or that the identity already
-# captures through the data, teacher and evaluation fingerprints): leaving them out means
-# adding a seed or a method, or changing the other regime's epochs, retrains nothing else.
-NOT_IN_RUN_KEY = {"methods", "seeds", "epochs", "sparse_epochs", "train_subset", "teacher_train_subset",
-                  "sparse_fraction", "n_eval", "teacher", "teacher_epochs", "teacher_seed", "teacher_lr",
-                  "subset_seed", "image_size"}
 
 
 def sparse_subset(train: ImageData, fraction: float, seed: int) -> ImageData:
@@ -80,19 +75,21 @@ def train_student(method: str, pair: Pair, regime: str, seed: int, *, hp: dict[s
                   train: ImageData, test: ImageData, eval_data: ImageData, teacher: torch.nn.Module,
                   teacher_info: dict[str, Any], dataset: str, runs_root: Path, batch_size: int, augment: str,
                   epochs: int, epsilon: float, device: torch.device, preset: str | None,
-                  quiet: bool = False) -> dict[str, Any]:
+                  quiet: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or reuse) one student; return its meta."""
     cls = DISTILLERS.get(method)
     missing = [k for k in cls.hyperparameters if k not in hp]
     if missing:
         raise BenchError(f"distillation method {method!r} needs {missing} in the [distill] section")
     run_dir = Path(runs_root) / "distill" / dataset / f"{pair.student}+{pair.teacher}" / regime / method / f"seed{seed}"
-    identity = {**method_identity(method, cls, hp, keys=[k for k in hp if k not in NOT_IN_RUN_KEY]),
+    # The method's own hyper-parameters and the optimiser's: changing another method's
+    # setting (great_alpha) or adding a seed or a method retrains nothing else.
+    identity = {**method_identity(method, cls, hp, keys=hp_keys(cls) | set(OPTIMIZER_KEYS)),
                 "seed": seed, "epochs": epochs, "model": pair.student, "data": train.fingerprint(),
                 "test": test.fingerprint(), "eval": [eval_data.fingerprint(), epsilon],
                 "teacher": teacher_info["sha256"], "batch_size": batch_size, "augment": augment}
     run = Run(run_dir, f"distill {pair.student}+{pair.teacher} {regime} {method}/seed{seed}", identity)
-    action = run.prepare(reuse=True)
+    action = run.prepare(reuse=True, log=log)
     if action == "reuse":
         return read_meta(run_dir)
     torch.manual_seed(seed)  # same seed -> same initial student for every method
@@ -154,7 +151,8 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
                     meta = train_student(method, pair, regime, seed, hp=hp, spec=spec, train=data, test=test,
                                          eval_data=eval_data, teacher=teacher, teacher_info=t_info, dataset=dataset,
                                          runs_root=runs_root, batch_size=batch_size, augment=augment, epochs=epochs,
-                                         epsilon=epsilon, device=device, preset=cfg.get("preset"), quiet=quiet)
+                                         epsilon=epsilon, device=device, preset=cfg.get("preset"), quiet=quiet,
+                                         log=log)
                     m = meta["metrics"]
                     rows.append({"dataset": dataset, "student": pair.student, "teacher": pair.teacher,
                                  "method": method, "regime": regime, "fraction": fraction,
