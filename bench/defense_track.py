@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bench.data import DATASETS, Batches, ImageData, load_dataset
+from bench.data import DATASETS, Batches, ImageData, load_splits
 from bench.method import Context, Method
 from bench.models import ModelSpec, build_model
 from bench.run import Run, method_identity
@@ -19,15 +19,6 @@ from bench.train import accuracy_on, fit, resolve_device
 def run_dir_for(out: str | Path, cfg: dict[str, Any], defense: str, seed: int) -> Path:
     safe = defense.replace(":", "_").replace("/", "_")
     return Path(out) / cfg["data"]["dataset"] / safe / f"seed{seed}"
-
-
-def load_splits(cfg: dict[str, Any], device: torch.device, data_dir: str | None) -> tuple[ImageData, ImageData]:
-    """The preset's training and test subsets."""
-    d = cfg["data"]
-    train = load_dataset(d["dataset"], "train", data_dir=data_dir, device=device)
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    seed = int(d.get("subset_seed", 0))
-    return train.subset(d.get("train_subset"), seed=seed), test.subset(d.get("test_subset"), seed=seed)
 
 
 def model_spec_for(cfg: dict[str, Any], data: ImageData) -> ModelSpec:

@@ -11,7 +11,8 @@ import pytest
 from bench.errors import BenchError
 from bench.pipeline import resolve_config, train_all
 from bench.defense_track import train_defense
-from bench.rows import merge_rows, read_rows
+import concurrent_writer
+from bench.rows import read_rows
 from bench.run import Run
 from bench.settings import parse, parse_variant_arg
 
@@ -128,16 +129,10 @@ def test_defense_specific_and_user_hyperparameters_stay_valid():
 
 # ---------------------------------------------------------------- writers that never lose data
 
-def _writer(path: str, who: int, n: int) -> None:
-    for i in range(n):
-        merge_rows(path, [{"writer": who, "i": i, "value": who * 1000 + i}], key=lambda r: (str(r["writer"]), str(r["i"])),
-                   fields=["writer", "i", "value"])
-
-
 def test_concurrent_writers_keep_every_row(tmp_path):
     path = str(tmp_path / "robustness.csv")
     ctx = mp.get_context("spawn")  # fresh interpreters, like separate `great-bench evaluate` processes
-    procs = [ctx.Process(target=_writer, args=(path, w, 40)) for w in range(4)]
+    procs = [ctx.Process(target=concurrent_writer.write, args=(path, w, 40)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:

@@ -18,7 +18,7 @@ import torch
 from bench.atomic import write_text
 from bench.checkpoint import read_meta
 from bench.config import positive_int
-from bench.data import DATASETS, Batches, ImageData
+from bench.data import DATASETS, Batches, ImageData, load_splits
 from bench.distill import DISTILLERS
 from bench.distill.base import OPTIMIZER_KEYS
 from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
@@ -27,7 +27,6 @@ from bench.distill.settings import REGIMES, Pair, check_fraction, resolve
 from bench.distill.teacher import load_teacher, train_teacher
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
-from bench.defense_track import load_splits
 from bench.method import Context, hp_keys
 from bench.rows import csv_text
 from bench.run import Run, method_identity

@@ -1,0 +1,9 @@
+"""A writer process for the concurrent-writers test: imports only ``bench.rows`` (fast to spawn)."""
+from bench.rows import merge_rows
+
+
+def write(path: str, who: int, n: int) -> None:
+    """Merge ``n`` rows, one call each, as an evaluator does after every attack."""
+    for i in range(n):
+        merge_rows(path, [{"writer": who, "i": i, "value": who * 1000 + i}],
+                   key=lambda r: (str(r["writer"]), str(r["i"])), fields=["writer", "i", "value"])
