@@ -14,6 +14,7 @@ are checked against the base defense's keys.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from bench.multitask.settings import MultiTaskSettings, settings_from
 from bench.registry import suggest
 from defenses import DEFENSES
 
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SECTIONS = ("preset", "description", "data", "model", "train", "hp", "defense_hp", "variants", "eval",
             "distill", "multitask")
 
@@ -145,6 +147,9 @@ def _variants(raw: Any) -> dict[str, Variant]:
         check_keys(v, ("defense", "hp"), where)
         if name in DEFENSES:
             raise BenchError(f"{where}: {name!r} is already a registered defense; give the variant another name")
+        if not VARIANT_NAME.fullmatch(name):
+            raise BenchError(f"{where}: a variant name is letters, digits, '-', '_' and '.' (it names a folder "
+                             "and a table row), e.g. great-a01")
         base = v.get("defense")
         if not isinstance(base, str) or not base:
             raise BenchError(f"{where}.defense is missing: name the defense it varies (see `great-bench list`)")

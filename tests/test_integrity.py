@@ -179,6 +179,8 @@ def test_variant_keys_are_checked_against_the_base_defense():
         resolve_config("smoke", variants=["great=great:alpha_max=0.1"])
     with pytest.raises(BenchError, match="unknown defense 'graet'"):
         resolve_config("smoke", variants=["x=graet"])
+    with pytest.raises(BenchError, match="a variant name is letters"):
+        resolve_config("smoke", variants=["a/b=great:alpha_max=0.1"])
 
 
 def test_list_shows_a_presets_variants(capsys):
