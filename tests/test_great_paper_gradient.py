@@ -60,7 +60,9 @@ def expected_grads(d, x, y, alpha, detach_confidence=False, beta=0.0):
     """Main: grad(CE [+ GREACE]) - alpha * grad_theta(aux loss through g); aux: grad_phi(aux loss)."""
     model, aux = copy.deepcopy(d.model), copy.deepcopy(d.aux)
     logits, g = paper_masked_gradient(model, x, y, detach_confidence)
-    aux_logits = aux(g)
+    # the auxiliary network's input scaling written out: one differentiable RMS per batch
+    assert isinstance(aux[0], BatchRMSNorm)
+    aux_logits = aux[1:](g / g.pow(2).mean().sqrt())
     aux_loss = F.cross_entropy(aux_logits, y)
     main_loss = F.cross_entropy(logits, y) - alpha * aux_loss
     if beta:
