@@ -62,7 +62,7 @@ def table(times: dict[str, list[float]], reference: str = "baseline") -> str:
 
 
 @pytest.mark.benchmark(group="defense step, interleaved")
-def test_step_cost_interleaved(benchmark):
+def test_step_cost_interleaved(benchmark, capsys):
     """One pytest-benchmark entry (the whole interleaved session); the ratio table is printed."""
     # One thread: on a shared 2-core machine two threads per process mostly wait on each
     # other and the ratios become noise (docs/performance.md).
@@ -74,7 +74,9 @@ def test_step_cost_interleaved(benchmark):
         benchmark.pedantic(lambda: holder.update(interleaved(defenses, rounds=20)), rounds=1, iterations=1)
     finally:
         torch.set_num_threads(threads)
-    print("\ndefense step (small-cnn, batch 128, 1 thread), interleaved:\n" + table(holder))
+    benchmark.extra_info["ratios"] = table(holder)
+    with capsys.disabled():  # shown by `make bench` without -s
+        print("\ndefense step (small-cnn, batch 128, 1 thread), interleaved:\n" + table(holder))
     assert all(len(v) == 20 for v in holder.values())
 
 
