@@ -73,33 +73,8 @@ def _front(spec: ModelSpec) -> nn.Module:
     return Normalize(spec.mean, spec.std) if spec.normalize else AUX_INPUT_SCALES[spec.input_scale]()
 
 
-class InputConv2d(nn.Conv2d):
-    """A first convolution on CPU through ATen's im2col + GEMM kernel instead of oneDNN.
-
-    Same module, parameters and state-dict keys as ``nn.Conv2d``, the same function up to
-    float rounding. On CPU oneDNN takes a slow path for one input channel, most of all in
-    the backward: measured on this project's 2-core EPYC (docs/performance.md) its input
-    and weight gradients took 2.5x as long as the native kernel's. Double
-    back-propagation (GREAT, DataGrad) meets that backward three times per step instead
-    of once, so it paid most. Other devices, dilation and groups use ``nn.Conv2d``.
-    """
-
-    def forward(self, x):
-        native = getattr(torch._C._nn, "thnn_conv2d", None)
-        if (native is None or x.device.type != "cpu" or self.groups != 1 or self.dilation != (1, 1)
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
-            return super().forward(x)
-        return native(x, self.weight, self.kernel_size, self.bias, self.stride, self.padding)
-
-
-def _input_conv(cin, cout, kernel, stride=1, padding=0, bias=True) -> nn.Conv2d:
-    """The network's first convolution: ``InputConv2d`` for one input channel (see there)."""
-    cls = InputConv2d if cin == 1 else nn.Conv2d
-    return cls(cin, cout, kernel, stride, padding, bias=bias)
-
-
 def _conv_bn(cin, cout, spec, stride=1):
-    return [_input_conv(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), _act(spec)]
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), _act(spec)]
 
 
 @MODELS.register("small-cnn")
@@ -114,7 +89,7 @@ def small_cnn(spec: ModelSpec) -> nn.Module:
     feat = spec.image_size // 4
     return nn.Sequential(
         _front(spec),
-        _input_conv(spec.in_channels, 16, 3, padding=1), _act(spec), nn.MaxPool2d(2),
+        nn.Conv2d(spec.in_channels, 16, 3, padding=1), _act(spec), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), _act(spec), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * feat * feat, 64, bias=False), nn.BatchNorm1d(64), _act(spec),
         nn.Linear(64, spec.num_classes),
@@ -253,7 +228,7 @@ def _torchvision_resnet(arch: str, spec: ModelSpec) -> nn.Module:
 
     net = getattr(tvm, arch)(weights=None, num_classes=spec.num_classes)
     if spec.in_channels != 3:
-        net.conv1 = _input_conv(spec.in_channels, 64, 7, 2, 3, bias=False)
+        net.conv1 = nn.Conv2d(spec.in_channels, 64, 7, 2, 3, bias=False)
     if spec.leaky:
         for module in net.modules():
             for name, child in module.named_children():
