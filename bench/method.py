@@ -47,10 +47,12 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. a teacher for distillation
 
-    def make_aux(self, num_classes: int | None = None, model_name: str | None = None) -> nn.Module:
-        """An auxiliary network: the main architecture with LeakyReLU(0.2) (supplement)."""
+    def make_aux(self, num_classes: int | None = None, model_name: str | None = None,
+                 input_scale: str = "batch-rms") -> nn.Module:
+        """An auxiliary network: the main architecture with LeakyReLU(0.2) (supplement),
+        its gradient-tensor input scaled by ``input_scale`` (a key of ``AUX_INPUT_SCALES``)."""
         name = model_name or self.hp.get("aux_model") or self.model_name
-        return build_model(name, aux_spec(self.spec, num_classes)).to(self.device)
+        return build_model(name, aux_spec(self.spec, num_classes, input_scale)).to(self.device)
 
 
 class Method:

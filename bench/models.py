@@ -28,6 +28,7 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0,)
     leaky: bool = False      # LeakyReLU(0.2) instead of ReLU (auxiliary networks)
     normalize: bool = True   # False for networks whose input is a gradient tensor
+    input_scale: str = "batch-rms"  # with normalize False: a key of AUX_INPUT_SCALES
 
 
 MODELS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("model")
@@ -62,8 +63,14 @@ class BatchRMSNorm(nn.Module):
         return g / g.pow(2).mean().add(1e-24).sqrt()
 
 
+# How a network that reads gradient tensors scales its input (hp ``aux_input_scale``).
+# Not in the paper (its ResNet auxiliaries have batch norm after the first convolution,
+# which removes the scale anyway); needed by networks without it, such as small-cnn.
+AUX_INPUT_SCALES: dict[str, Callable[[], nn.Module]] = {"batch-rms": BatchRMSNorm, "none": nn.Identity}
+
+
 def _front(spec: ModelSpec) -> nn.Module:
-    return Normalize(spec.mean, spec.std) if spec.normalize else BatchRMSNorm()
+    return Normalize(spec.mean, spec.std) if spec.normalize else AUX_INPUT_SCALES[spec.input_scale]()
 
 
 def _conv_bn(cin, cout, spec, stride=1):
@@ -168,10 +175,13 @@ def build_model(name: str, spec: ModelSpec) -> nn.Module:
     return model
 
 
-def aux_spec(spec: ModelSpec, num_classes: int | None = None) -> ModelSpec:
-    """The auxiliary network's spec: LeakyReLU(0.2), no image normalisation."""
+def aux_spec(spec: ModelSpec, num_classes: int | None = None, input_scale: str = "batch-rms") -> ModelSpec:
+    """The auxiliary network's spec: LeakyReLU(0.2), no image normalisation, its input
+    scaled by ``input_scale`` (a key of ``AUX_INPUT_SCALES``)."""
+    if input_scale not in AUX_INPUT_SCALES:
+        raise BenchError(f"aux_input_scale = {input_scale!r} is invalid; valid: {', '.join(AUX_INPUT_SCALES)}")
     return ModelSpec(spec.in_channels, spec.image_size, num_classes or spec.num_classes,
-                     leaky=True, normalize=False)
+                     leaky=True, normalize=False, input_scale=input_scale)
 
 
 # ---------------------------------------------------------------- distillation track (issue 4)

@@ -25,19 +25,26 @@ def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 
 def masked_input_gradient(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                          create_graph: bool) -> torch.Tensor:
-    """GREAT's masked gradient tensor g = (p_y - 1) * d a_y / d x, one per example.
+                          create_graph: bool, detach_confidence: bool = False) -> torch.Tensor:
+    """GREAT's masked gradient tensor g = grad_x of the masked cross-entropy (paper eq. 6,
+    Algorithm 1 line 4): back-propagates (p_y - 1) e_y from the logits, i.e. the
+    cross-entropy's logit gradient kept only at the true class, so g_i = (p_y,i - 1) d a_y,i / d x_i
+    (with batch norm in training mode, plus the cross-example terms the network computes).
 
-    Back-propagates from the logits the cross-entropy gradient kept only at the true
-    class, (p_y - 1) e_y (paper eq. 6 and Algorithm 1, line 4). The factor p_y - 1 is
-    held constant (detached): it is a per-example scale that the auxiliary network's
-    batch normalisation largely removes, and differentiating it would let the main
-    network answer the auxiliary classifier by changing its confidence rather than the
-    shape of its gradients. With ``create_graph`` the result stays differentiable in the
-    main network's weights (double back-propagation).
+    With ``create_graph`` the result stays differentiable in the main network's weights
+    (double back-propagation). By default that includes the factor p_y - 1 itself, as the
+    paper's double back-propagation of the masked gradient does: the seed is built from
+    the differentiable softmax, and autograd differentiates through ``grad_outputs``.
+    ``detach_confidence`` holds p_y - 1 constant instead (an ablation, not the paper): the
+    reversed gradient then only reshapes d a_y / d x and cannot act through the
+    network's confidence p_y. It does not remove a per-example scale from what the
+    auxiliary network sees: the auxiliary input scaling (BatchRMSNorm) divides the whole
+    batch by one number, so per-example magnitudes (|p_y - 1| among them) stay visible.
     """
-    p_y = logits.detach().softmax(dim=1).gather(1, y[:, None])
-    seed = torch.zeros_like(logits).scatter_(1, y[:, None], p_y - 1.0)
+    p_y = logits.softmax(dim=1).gather(1, y[:, None])
+    if detach_confidence or not create_graph:
+        p_y = p_y.detach()
+    seed = torch.zeros_like(logits).scatter(1, y[:, None], p_y - 1.0)
     # retain_graph: the caller still back-propagates its own loss through these logits.
     (g,) = torch.autograd.grad(logits, x, grad_outputs=seed, create_graph=create_graph, retain_graph=True)
     return g

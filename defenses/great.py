@@ -13,6 +13,12 @@ g = (p_y - 1) * grad_x a_y into the label y.
   needs no second-order graph.
 - GRE(AT+CE): both.
 
+The masked gradient is differentiated in full by default, p_y - 1 included (the paper's
+double back-propagation); ``hp.detach_confidence = true`` holds p_y - 1 constant (an
+ablation). ``hp.aux_input_scale`` chooses how the auxiliary network scales its input
+gradient tensor: "batch-rms" (default; one root-mean-square for the whole batch, not in
+the paper, needed by auxiliaries without an early batch norm such as small-cnn) or "none".
+
 Everything happens in one backward pass: the auxiliary loss trains f' directly and, via
 the gradient-reversal layer on g, sends -alpha * its gradient into the main network.
 The reversed gradient is taken with the auxiliary weights before their update (the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.errors import BenchError
 from defenses.base import Context, Defense, Ramp
 from defenses.gradients import accuracy, grad_reverse, masked_input_gradient
 from defenses.registry import DEFENSES
@@ -44,10 +51,15 @@ class GradientAdversarial(Defense):
     use_reversal: bool = True   # GREAT: reversed auxiliary gradient into the main network
     use_greace: bool = False    # GREACE: modified cross-entropy
     hyperparameters = ("alpha_max", "beta_max")
+    hp_defaults = {"detach_confidence": False, "aux_input_scale": "batch-rms"}
 
     def __init__(self, model, ctx: Context):
         super().__init__(model, ctx)
-        self.aux = ctx.make_aux()
+        hp = {**self.hp_defaults, **ctx.hp}
+        if not isinstance(hp["detach_confidence"], bool):
+            raise BenchError(f"hp.detach_confidence = {hp['detach_confidence']!r} is invalid: expected true or false")
+        self.detach_confidence = hp["detach_confidence"]
+        self.aux = ctx.make_aux(input_scale=str(hp["aux_input_scale"]))
         self.aux_opt = self.adam(self.aux)
         self._params = [p for p in list(model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
 
@@ -65,7 +77,7 @@ class GradientAdversarial(Defense):
         logits = self.model(x)
         ce = F.cross_entropy(logits, y)
         # Second-order graph only when a reversed gradient will flow through g.
-        g = masked_input_gradient(logits, x, y, create_graph=alpha > 0)
+        g = masked_input_gradient(logits, x, y, create_graph=alpha > 0, detach_confidence=self.detach_confidence)
         aux_in = grad_reverse(g, alpha) if alpha > 0 else g.detach()
         aux_logits = self.aux(aux_in)
         aux_loss = F.cross_entropy(aux_logits, y)

@@ -1,9 +1,20 @@
-"""Cost of one training step per defense, as a ratio to `baseline` in the same run.
+"""Cost of one training step per defense, as a ratio to `baseline`, measured interleaved.
 
 The `quick` model (small-cnn) on a 1x28x28 batch of 128, with the alpha/beta ramps past
-zero so GREAT really builds its second-order graph. Run with `make bench`.
+zero so GREAT really builds its second-order graph (the paper's gradient, p_y - 1
+differentiated). Every defense is built once; then, round after round, each takes one
+step in a rotated order, so slow drifts of a shared machine's load hit all of them alike.
+Reported: the median step time of each defense, the ratio of its median to baseline's,
+and the median of the per-round ratios. Nothing is asserted about time.
+
+    PYTHONPATH=. python tests/benchmarks/test_step_cost.py --rounds 60      # a table
+    make bench                                                               # via pytest
 """
 from __future__ import annotations
+
+import argparse
+import statistics
+import time
 
 import pytest
 import torch
@@ -13,16 +24,70 @@ from defenses import DEFENSES, Context, Ramp
 
 HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1}
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
+RAMP = Ramp(5, 0.5, 0.5, 1.0)
 
 
-@pytest.mark.parametrize("defense", DEFENSES.names())
-def test_step_cost(benchmark, defense):
+def build(name: str, hp: dict | None = None):
     torch.manual_seed(0)
     model = build_model("small-cnn", SPEC)
-    d = DEFENSES.get(defense)(model, Context("small-cnn", SPEC, dict(HP)))
+    return DEFENSES.get(name)(model, Context("small-cnn", SPEC, {**HP, **(hp or {})}))
+
+
+def interleaved(defenses: dict[str, object], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per step of every defense, ``rounds`` rounds, rotated order each round."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)
-    r = Ramp(5, 0.5, 0.5, 1.0)
-    benchmark.group = "defense step (small-cnn, batch 128)"
-    benchmark.extra_info["reference"] = defense == "baseline"
-    benchmark.pedantic(d.step, args=(x, y, r), rounds=30, warmup_rounds=3, iterations=1)
+    names = list(defenses)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            defenses[n].step(x, y, RAMP)
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[n].append(dt)
+    return times
+
+
+def table(times: dict[str, list[float]], reference: str = "baseline") -> str:
+    ref = times[reference]
+    ref_med = statistics.median(ref)
+    rows = ["| defense | median | ratio of medians | median of per-round ratios |", "|---|---:|---:|---:|"]
+    for n, ts in sorted(times.items(), key=lambda kv: statistics.median(kv[1])):
+        per_round = statistics.median(t / b for t, b in zip(ts, ref))
+        rows.append(f"| {n} | {1e3 * statistics.median(ts):.1f} ms | {statistics.median(ts) / ref_med:.2f} | "
+                    f"{per_round:.2f} |")
+    return "\n".join(rows)
+
+
+@pytest.mark.benchmark(group="defense step, interleaved")
+def test_step_cost_interleaved(benchmark, capsys):
+    """One pytest-benchmark entry (the whole interleaved session); the ratio table is printed."""
+    # One thread: on a shared 2-core machine two threads per process mostly wait on each
+    # other and the ratios become noise (docs/performance.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        defenses = {n: build(n) for n in DEFENSES.names()}
+        holder = {}
+        benchmark.pedantic(lambda: holder.update(interleaved(defenses, rounds=20)), rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    benchmark.extra_info["ratios"] = table(holder)
+    with capsys.disabled():  # shown by `make bench` without -s
+        print("\ndefense step (small-cnn, batch 128, 1 thread), interleaved:\n" + table(holder))
+    assert all(len(v) == 20 for v in holder.values())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--only", nargs="*", help="defenses to include (baseline always)")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = ["baseline"] + [n for n in DEFENSES.names() if n != "baseline" and (not args.only or n in args.only)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    print(table(interleaved({n: build(n) for n in names}, args.rounds)))

@@ -14,9 +14,13 @@ One step:
 
 GAL positivity: the paper keeps GALs positive with a low learning rate; here they are also
 clamped to at least ``gal_min`` after each update, which guarantees it whatever the rate.
-The task classifier's input is divided by its root-mean-square over the whole batch (a
-detached scalar shared by every task): gradients of normalised losses are tiny (below
-batch-norm's epsilon), and one common scale keeps the differences between tasks intact.
+The task classifier's input is divided by its root-mean-square over the whole batch (one
+scalar shared by every task, differentiated like the rest): gradients of normalised losses
+are tiny (below batch-norm's epsilon), and one common scale keeps the differences between
+tasks intact. Differentiating the scale makes the classifier's input, and so its loss,
+invariant to a common rescaling of all GALs: the GALs' gradient is then orthogonal to
+them (Euler, degree 0) and carries no common-mode part that would only shrink or grow
+every GAL together (a detached scale gave cos(grad gamma, gamma) = -0.19).
 """
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ class GREATMultiTask(MultiTaskMethod):
         the negated gradient (the classifier itself is unaffected: reversal sits before it)."""
         g = torch.stack([gi.detach() for gi in grads])            # (tasks, B, C, H, W)
         scaled = (g * self.gals.weight[:, None]).flatten(0, 1)    # differentiable in the GALs
-        scaled = scaled / scaled.detach().pow(2).mean().sqrt().clamp_min(1e-20)
+        scaled = scaled / scaled.pow(2).mean().sqrt().clamp_min(1e-20)
         if reverse:
             scaled = grad_reverse(scaled, 1.0)
         logits = self.aux(scaled)
