@@ -31,14 +31,17 @@ from attacks.targets import targets_for
 from bench.atomic import write_text
 from bench.errors import BenchError
 from bench.progress import progress
+from bench.stats import wilson
 
 # Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
 ROW_FIELDS = [
-    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "target_hit_rate",
-    "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size", "restarts", "params",
+    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
+    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size", "restarts", "params",
     "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "torch", "torchattacks", "great_bench", "correct_mask",
 ]
+# Added after the first results were written: older CSVs without them are filled in on read.
+INTERVAL_FIELDS = ("ci_low", "ci_high")
 # Slack for float rounding when checking that perturbations stay within epsilon.
 TOL = 1e-5
 
@@ -168,6 +171,13 @@ def _versions() -> dict[str, str]:
     return {"torch": v["torch"], "torchattacks": v["torchattacks"], "great_bench": v["great-bench"]}
 
 
+def with_interval(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its 95% Wilson interval (bench.stats) over its n examples."""
+    n = int(row["n"])
+    lo, hi = wilson(round(float(row["accuracy"]) * n), n)
+    return {**row, "ci_low": round(lo, 6), "ci_high": round(hi, 6)}
+
+
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in ("checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint"))
 
@@ -245,6 +255,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                 "max_perturbation": round(top, 6), "checkpoint_sha256": subject.sha256,
                 "data_fingerprint": fps[n], "source": subject.source, **vers, "correct_mask": pack_mask(correct),
             }
+            row = with_interval(row)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
@@ -257,6 +268,8 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     """Evaluate every subject; merge the rows into ``csv_path`` (atomic rewrite after each row)."""
     csv_path = Path(csv_path)
     existing = read_rows(csv_path)
+    if existing and set(existing[0]) == set(ROW_FIELDS) - set(INTERVAL_FIELDS):
+        existing = [with_interval(r) for r in existing]
     if existing and set(existing[0]) != set(ROW_FIELDS):
         raise BenchError(f"{csv_path} has different columns than this version writes; "
                          "move it away or pass another output path")
