@@ -250,15 +250,17 @@ def masking_markdown(results: Sequence[dict]) -> str:
     """The masking checks as a compact table: one row per defense (and seed), one column per check."""
     if not results:
         return ""
-    checks = list(dict.fromkeys(r["check"] for r in results))
-    models = list(dict.fromkeys((r["defense"], str(r["seed"])) for r in results))
-    lines = ["**Gradient-masking checks** (pass / FLAG with the number behind it; see masking.csv)\n",
-             "| Method | Seed | " + " | ".join(checks) + " |", "|:---|---:|" + "---|" * len(checks)]
-    for d, s in models:
-        cells = []
-        for ch in checks:
-            r = next(x for x in results if x["defense"] == d and str(x["seed"]) == s and x["check"] == ch)
-            val = f" ({float(r['value']):.3f})" if r["value"] != "" else ""
-            cells.append({"flag": "**FLAG**", "pass": "pass"}.get(r["status"], r["status"]) + val)
-        lines.append(f"| {display(d)} | {s} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    df = pd.DataFrame(list(results))
+    df["seed"] = df["seed"].astype(str)
+    value = df["value"].map(lambda v: f" ({float(v):.3f})" if v != "" else "")
+    df["text"] = df["status"].map(lambda st: {"flag": "**FLAG**", "pass": "pass"}.get(st, st)) + value
+    checks = list(dict.fromkeys(df["check"]))
+    models = list(dict.fromkeys(zip(df["defense"], df["seed"])))
+    wide = (df.pivot_table(index=["defense", "seed"], columns="check", values="text", aggfunc="first")
+            .reindex(index=pd.MultiIndex.from_tuples(models), columns=checks).fillna("–"))
+    wide.insert(0, "Seed", [s for _, s in models])
+    wide.insert(0, "Method", [display(d) for d, _ in models])
+    table = wide.to_markdown(index=False, colalign=["left", "right"] + ["left"] * len(checks),
+                             disable_numparse=True)
+    return ("**Gradient-masking checks** (pass / FLAG with the number behind it; see masking.csv)\n\n"
+            + table + "\n")

@@ -187,7 +187,11 @@ def test_report_command_writes_every_file(tmp_path, capsys):
     assert {r["check"] for r in masking} == {"iterative_vs_single", "monotone_in_eps", "large_eps",
                                              "black_box_vs_white_box", "l2_contains_linf"}
     assert len(masking) == 3 * 5  # three (defense, seed) models x five checks
-    assert "Gradient-masking checks" in (tmp_path / "table.md").read_text()
+    md = re.sub(" +", " ", (tmp_path / "table.md").read_text())
+    assert "Gradient-masking checks" in md
+    first = masking[0]
+    status = {"flag": "**FLAG**", "pass": "pass"}[first["status"]]
+    assert f"| Baseline | 0 | {status} ({float(first['value']):.3f}) |" in md
     assert not (tmp_path / "comparison.md").exists()  # no GREAT in the rows and no --against
     assert main(["report", "--preset", "smoke", "--results", str(tmp_path), "--against", "baseline", "--quiet"]) == 0
     comp = list(csv.DictReader(open(tmp_path / "comparison.csv")))
