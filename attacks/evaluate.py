@@ -36,8 +36,8 @@ from bench.stats import wilson
 # Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
 ROW_FIELDS = [
     "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
-    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size", "restarts", "params",
-    "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
+    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
+    "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "torch", "torchattacks", "great_bench", "correct_mask",
 ]
 # Added after the first results were written: older CSVs without them are filled in on read.
