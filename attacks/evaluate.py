@@ -36,14 +36,17 @@ from bench.registry import load_object
 from bench.rows import merge_rows, read_rows
 from bench.rows import write_rows as _write_rows
 from bench.run import versions
+from bench.stats import wilson
 
 # Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
 ROW_FIELDS = [
-    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "target_hit_rate",
-    "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size", "restarts", "params",
-    "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
+    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
+    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
+    "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "torch", "torchattacks", "great_bench", "correct_mask",
 ]
+# Added after the first results were written: older CSVs without them are filled in on read.
+INTERVAL_FIELDS = ("ci_low", "ci_high")
 # Slack for float rounding when checking that perturbations stay within epsilon.
 TOL = 1e-5
 
@@ -175,6 +178,13 @@ def _versions() -> dict[str, str]:
 ROW_KEY = ("defense", "seed", "checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint")
 
 
+def with_interval(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its 95% Wilson interval (bench.stats) over its n examples."""
+    n = int(row["n"])
+    lo, hi = wilson(round(float(row["accuracy"]) * n), n)
+    return {**row, "ci_low": round(lo, 6), "ci_high": round(hi, 6)}
+
+
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in ROW_KEY)
 
@@ -242,6 +252,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                 "max_perturbation": round(top, 6), "checkpoint_sha256": subject.sha256,
                 "data_fingerprint": fps[n], "source": subject.source, **vers, "correct_mask": pack_mask(correct),
             }
+            row = with_interval(row)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
@@ -258,10 +269,14 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     """
     csv_path = Path(csv_path)
 
-    def check(existing: list[dict[str, str]]) -> None:
+    def prepare(existing: list[dict[str, str]]) -> list[dict[str, Any]]:
+        # Rows written before intervals were recorded get theirs from n and accuracy.
+        if existing and set(existing[0]) == set(ROW_FIELDS) - set(INTERVAL_FIELDS):
+            existing = [with_interval(r) for r in existing]
         if existing and set(existing[0]) != set(ROW_FIELDS):
             raise BenchError(f"{csv_path} has different columns than this version writes; "
                              "move it away or pass another output path")
+        return existing
 
     # A run re-trained since its last evaluation has a new checkpoint: its old rows are superseded.
     current = {(s.dataset, str(s.defense), str(s.seed)): s.sha256 for s in subjects}
@@ -269,18 +284,18 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     def keep(r: dict[str, Any]) -> bool:
         return current.get((r["dataset"], r["defense"], str(r["seed"])), r["checkpoint_sha256"]) == r["checkpoint_sha256"]
 
-    table = merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, check=check)
+    table = merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
     skip = set() if force else {row_key(r) for r in table}
     rows: list[dict[str, Any]] = []
 
     def on_row(row: dict[str, Any]) -> None:
         rows.append(row)
-        merge_rows(csv_path, [row], row_key, ROW_FIELDS, keep=keep, check=check)
+        merge_rows(csv_path, [row], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
 
     for subject in subjects:
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
                          skip=skip, on_row=on_row, quiet=quiet)
-    return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, check=check)
+    return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
 
 
 # ---------------------------------------------------------------- loading what to evaluate

@@ -100,8 +100,10 @@ def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs
 
 
 def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *, runs: Sequence[str | Path] = (),
-           data_dir: str | None = None, device: str | None = None, quiet: bool = False) -> list[Path]:
-    """Tables, curves and masking checks from a robustness CSV (+ saliency maps given runs)."""
+           data_dir: str | None = None, device: str | None = None, against: str | None = None,
+           quiet: bool = False) -> list[Path]:
+    """Tables, curves, masking checks and the paired comparison with ``against`` (default
+    GREAT when present) from a robustness CSV (+ saliency maps given runs)."""
     if not Path(csv_path).is_file():
         raise BenchError(f"{csv_path} does not exist; run `great-bench evaluate` first (or pass --csv)")
     rows = read_rows(csv_path)
@@ -112,7 +114,7 @@ def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *,
         shas = {s.sha256 for s in subjects}
         rows = [r for r in rows if r["checkpoint_sha256"] in shas]
         data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
-    return write_report(rows, Path(results), settings, subjects=subjects, data=data, quiet=quiet)
+    return write_report(rows, Path(results), settings, subjects=subjects, data=data, against=against, quiet=quiet)
 
 
 def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: str | Path | None = None,

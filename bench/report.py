@@ -2,19 +2,26 @@
 
 Rows are defenses; columns are train accuracy, no attack, non-targeted FGSM and iFGSM,
 targeted FGSM and iFGSM against the worst (least-likely) and a random target, all at the
-preset's epsilon, plus PGD, CW (at an L2 radius) and AutoAttack. Values are test accuracy
-in %, mean +- std over training seeds when several exist. Every table is a view of the
-tidy rows written by ``attacks.evaluate``; a column the sweep did not run is left out.
+preset's epsilon, plus PGD, CW (at an L2 radius), AutoAttack and the per-example worst case
+over every attack at that epsilon (``bench.worst_case``). Values are test accuracy in %
+with a 95% Wilson interval over the cell's n examples; over several training seeds, mean
++- sample std and an interval that adds seed spread and test sampling (``bench.stats``).
+
+Every table is a view of the tidy rows written by ``attacks.evaluate``, built with pandas:
+``cell_frame`` (one row per defense, seed and column), ``summary_frame`` (one per defense
+and column) and pivots of it for Markdown, LaTeX and CSV. A column the sweep did not run
+is left out.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import numpy as np
+import pandas as pd
+
+from bench.stats import Summary, aggregate
+from bench.worst_case import WORST, worst_case_rows
 
 # Paper names for the registered defenses (labels only; unknown names print as they are).
 DISPLAY = {
@@ -30,6 +37,11 @@ class Column:
     attack: str    # "train" reads train_accuracy
     mode: str = "untargeted"
     at: str = "eps"  # which epsilon: "eps" (the preset's), "cw" (the CW radius), "zero"
+    norm: str | None = None  # only rows of this norm (None: any)
+
+    @property
+    def name(self) -> str:
+        return f"{self.group} {self.label}".strip()
 
 
 COLUMNS = (
@@ -47,28 +59,83 @@ COLUMNS = (
 )
 
 
+def worst_columns(epsilon: float, cw_radius: float) -> tuple[Column, ...]:
+    """The worst case over attacks at the table's Linf epsilon and at the CW radius."""
+    return (Column("Worst case", f"Linf {epsilon:g}", WORST, "all", "eps", "Linf"),
+            Column("Worst case", f"L2 {cw_radius:g}", WORST, "all", "cw", "L2"))
+
+
 def display(defense: str) -> str:
     return DISPLAY.get(defense, defense)
 
 
-def _num(v: Any) -> float:
+def _num(v) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
 
 
-def _cell_values(rows: Sequence[dict], col: Column, defense: str, epsilon: float, cw_radius: float) -> list[float]:
-    mine = [r for r in rows if r["defense"] == defense]
-    if col.attack == "train":
-        per_seed = {str(r["seed"]): _num(r["train_accuracy"]) for r in mine if r["attack"] == "none"}
-        return [v for v in per_seed.values() if not math.isnan(v)]
-    eps = {"eps": epsilon, "cw": cw_radius, "zero": 0.0}[col.at]
-    vals: dict[str, float] = {}
-    for r in mine:
-        if r["attack"] == col.attack and r["mode"] == col.mode and abs(_num(r["epsilon"]) - eps) < 1e-9:
-            vals[str(r["seed"])] = _num(r["accuracy"])  # one per seed (later rows win)
-    return list(vals.values())
+CELL_FIELDS = ["dataset", "defense", "seed", "column", "accuracy", "n", "correct_mask", "n_attacks"]
+
+
+def cell_frame(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -> pd.DataFrame:
+    """Per-seed cells: one row per (dataset, defense, seed, column name), in column order.
+
+    A worst-case column is kept only where it combines two or more attacks (with one it
+    repeats that attack's column)."""
+    rows = list(rows)
+    cols = list(COLUMNS) + list(worst_columns(epsilon, cw_radius))
+    eps_of = {"eps": epsilon, "cw": cw_radius, "zero": 0.0}
+    records = []
+    for r in rows + worst_case_rows(rows):
+        for c in cols:
+            if c.attack == "train":
+                if r["attack"] == "none" and not math.isnan(_num(r.get("train_accuracy"))):
+                    # train accuracy is measured on the training subset: no test n, no interval
+                    records.append([r["dataset"], r["defense"], str(r["seed"]), c.name,
+                                    _num(r["train_accuracy"]), 0, "", 1])
+                continue
+            if (r["attack"] == c.attack and r["mode"] == c.mode and (c.norm is None or r["norm"] == c.norm)
+                    and abs(_num(r["epsilon"]) - eps_of[c.at]) < 1e-9):
+                records.append([r["dataset"], r["defense"], str(r["seed"]), c.name, _num(r["accuracy"]),
+                                int(r["n"]), r.get("correct_mask", ""), int(r.get("n_attacks", 1))])
+    df = pd.DataFrame(records, columns=CELL_FIELDS)
+    # one value per seed (later rows win, as a re-run supersedes an older one)
+    df = df.drop_duplicates(["dataset", "defense", "seed", "column"], keep="last")
+    single = df[df["column"].str.startswith("Worst case")].groupby("column")["n_attacks"].max() < 2
+    df = df[~df["column"].isin(single[single].index)]
+    order = {c.name: i for i, c in enumerate(cols)}
+    return df.sort_values("column", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def _summary(group: pd.DataFrame) -> Summary:
+    acc = group["accuracy"].tolist()
+    if (group["n"] == 0).any():  # train accuracy: mean and spread only
+        std = float(pd.Series(acc).std(ddof=1)) if len(acc) > 1 else 0.0
+        return Summary(float(sum(acc) / len(acc)), std, len(acc), 0, math.nan, math.nan)
+    return aggregate(acc, group["n"].tolist())
+
+
+def summary_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, defense, column): mean, std, seeds, n, ci_low, ci_high (fractions)."""
+    out = []
+    for (dataset, defense, column), g in cells.groupby(["dataset", "defense", "column"], sort=False):
+        s = _summary(g)
+        out.append({"dataset": dataset, "defense": defense, "column": column, "mean": s.mean, "std": s.std,
+                    "seeds": s.seeds, "n": s.n, "ci_low": s.ci_low, "ci_high": s.ci_high})
+    return pd.DataFrame(out, columns=["dataset", "defense", "column", "mean", "std", "seeds", "n", "ci_low",
+                                      "ci_high"])
+
+
+def cell_text(s: pd.Series | dict, pm: str = " ± ") -> str:
+    """'84.5 [82.2, 86.6]' (one seed), '84.5 ± 1.2 [80.1, 88.3]' (several), '94.7' (train)."""
+    text = f"{100 * s['mean']:.1f}"
+    if s["seeds"] > 1:
+        text += f"{pm}{100 * s['std']:.1f}"
+    if s["n"] > 0:
+        text += f" [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]"
+    return text
 
 
 @dataclass
@@ -78,51 +145,71 @@ class Table:
     cw_radius: float
     columns: list[Column]
     defenses: list[str]
-    cells: dict[tuple[str, str], list[float]]  # (defense, column label + group) -> per-seed values
+    summary: pd.DataFrame  # this dataset's rows of summary_frame
+    cells: pd.DataFrame    # this dataset's rows of cell_frame (per seed, with masks)
 
-    def stat(self, defense: str, col: Column) -> tuple[float, float, int]:
-        v = self.cells.get((defense, col.group + col.label), [])
-        if not v:
-            return math.nan, math.nan, 0
-        return float(np.mean(v)) * 100, (float(np.std(v, ddof=1)) * 100 if len(v) > 1 else 0.0), len(v)
+    def stat(self, defense: str, col: Column) -> Summary | None:
+        hit = self.summary[(self.summary["defense"] == defense) & (self.summary["column"] == col.name)]
+        if hit.empty:
+            return None
+        r = hit.iloc[0]
+        return Summary(float(r["mean"]), float(r["std"]), int(r["seeds"]), int(r["n"]), float(r["ci_low"]),
+                       float(r["ci_high"]))
 
-    def text(self, defense: str, col: Column, pm: str = " ± ") -> str:
-        mean, std, n = self.stat(defense, col)
-        if n == 0:
-            return "–"
-        return f"{mean:.2f}" + (f"{pm}{std:.2f}" if n > 1 else "")
+    @property
+    def seeds(self) -> int:
+        return int(self.summary["seeds"].max()) if len(self.summary) else 0
+
+    def wide(self, pm: str = " ± ", missing: str = "–") -> pd.DataFrame:
+        """Defenses x columns of cell texts, in table order, plus a last row with each column's n."""
+        s = self.summary.assign(text=self.summary.apply(cell_text, axis=1, pm=pm))
+        names = [c.name for c in self.columns]
+        wide = (s.pivot_table(index="defense", columns="column", values="text", aggfunc="first")
+                .reindex(index=self.defenses, columns=names).fillna(missing))
+        n = s.pivot_table(index="dataset", columns="column", values="n", aggfunc="max").reindex(columns=names)
+        n_row = [("" if c.attack == "train" else str(int(v)) if v == v else missing)
+                 for c, v in zip(self.columns, n.iloc[0])]
+        wide.index = [display(d) for d in wide.index]
+        wide.loc["n (examples)"] = n_row
+        return wide
 
 
 def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -> list[Table]:
     """One table per dataset; defenses in order of first appearance; empty columns dropped."""
     rows = list(rows)
+    cells = cell_frame(rows, epsilon, cw_radius)
+    summary = summary_frame(cells)
+    cols = list(COLUMNS) + list(worst_columns(epsilon, cw_radius))
     tables = []
     for dataset in dict.fromkeys(str(r["dataset"]) for r in rows):
-        rs = [r for r in rows if str(r["dataset"]) == dataset]
-        defenses = list(dict.fromkeys(str(r["defense"]) for r in rs))
-        cells = {(d, c.group + c.label): _cell_values(rs, c, d, epsilon, cw_radius) for d in defenses for c in COLUMNS}
-        cols = [c for c in COLUMNS if any(cells[(d, c.group + c.label)] for d in defenses)]
-        tables.append(Table(dataset, epsilon, cw_radius, cols, defenses, cells))
+        mine = summary[summary["dataset"] == dataset]
+        defenses = list(dict.fromkeys(str(r["defense"]) for r in rows if str(r["dataset"]) == dataset))
+        present = set(mine["column"])
+        tables.append(Table(dataset, epsilon, cw_radius, [c for c in cols if c.name in present], defenses,
+                            mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True)))
     return tables
 
 
 def _caption(t: Table) -> str:
-    seeds = max((t.stat(d, c)[2] for d in t.defenses for c in t.columns), default=0)
     extra = f"; CW at L2 radius {t.cw_radius:g}" if any(c.attack == "cw" for c in t.columns) else ""
-    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    worst = ("; worst case: robust to every attack at that epsilon, per example, on the examples "
+             "all of them ran on" if any(c.attack == WORST for c in t.columns) else "")
+    if t.seeds > 1:
+        spread = (f"mean ± std over {t.seeds} seeds, [95% interval adding seed spread (t) and test "
+                  "sampling (Wilson)]")
+    else:
+        spread = "one seed, [95% Wilson interval] over the column's n test examples"
     return (f"{t.dataset} test accuracy (%) under attack, epsilon = {t.epsilon:g} (Linf, pixel units), "
-            f"iFGSM k = 10{extra}; {spread}.")
+            f"iFGSM k = 10{extra}{worst}; {spread}.")
 
 
 def to_markdown(tables: Sequence[Table]) -> str:
     out = []
     for t in tables:
-        head = ["Method"] + [f"{c.group} {c.label}".strip() for c in t.columns]
+        wide = t.wide().rename_axis("Method").reset_index()
         out.append(f"**{_caption(t)}**\n")
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "|".join([":---"] + ["---:"] * len(t.columns)) + "|")
-        for d in t.defenses:
-            out.append("| " + " | ".join([display(d)] + [t.text(d, c) for c in t.columns]) + " |")
+        out.append(wide.to_markdown(index=False, colalign=["left"] + ["right"] * len(t.columns),
+                                    disable_numparse=True))
         out.append("")
     return "\n".join(out)
 
@@ -134,52 +221,46 @@ def _tex(s: str) -> str:
 def to_latex(tables: Sequence[Table]) -> str:
     out = []
     for t in tables:
-        out += [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\hline"]
-        groups: list[tuple[str, int]] = []
-        for c in t.columns:
-            if groups and groups[-1][0] == c.group:
-                groups[-1] = (c.group, groups[-1][1] + 1)
-            else:
-                groups.append((c.group, 1))
-        head = ["Method"]
-        for g, n in groups:
-            head += [rf"\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}"] if g else [""] * n
-        out.append(" & ".join(head) + r" \\")
-        out.append(" & ".join([""] + [_tex(c.label) for c in t.columns]) + r" \\ \hline")
-        for d in t.defenses:
-            out.append(" & ".join([_tex(display(d))] + [t.text(d, c, r" $\pm$ ").replace("–", "--")
-                                                        for c in t.columns]) + r" \\")
-        out += [r"\hline", r"\end{tabular}", rf"\caption{{{_tex(_caption(t))}}}", r"\end{table}", ""]
+        wide = t.wide(pm=r" $\pm$ ", missing="--")
+        wide.columns = pd.MultiIndex.from_tuples([(_tex(c.group), _tex(c.label)) for c in t.columns])
+        wide.insert(0, ("", "Method"), [_tex(i) for i in wide.index])
+        body = wide.to_latex(index=False, escape=False, multicolumn=True, multicolumn_format="c",
+                             column_format="l" + "r" * len(t.columns))
+        out += [r"\begin{table}[t]", r"\centering", body.rstrip(), rf"\caption{{{_tex(_caption(t))}}}",
+                r"\end{table}", ""]
     return "\n".join(out)
 
 
 def to_csv(tables: Sequence[Table]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "epsilon", "defense", "column", "mean_pct", "std_pct", "seeds"])
+    frames = []
     for t in tables:
-        for d in t.defenses:
-            for c in t.columns:
-                mean, std, n = t.stat(d, c)
-                if n:
-                    w.writerow([t.dataset, t.epsilon, d, f"{c.group} {c.label}".strip(), f"{mean:.4f}",
-                                f"{std:.4f}", n])
-    return buf.getvalue()
+        # defense-major, in table order (the summary is column-major)
+        rank = {d: i for i, d in enumerate(t.defenses)}
+        s = t.summary.sort_values("defense", key=lambda d: d.map(rank), kind="stable")
+        frames.append(pd.DataFrame({
+            "dataset": s["dataset"], "epsilon": f"{t.epsilon:g}", "defense": s["defense"], "column": s["column"],
+            "mean_pct": 100 * s["mean"], "std_pct": 100 * s["std"], "seeds": s["seeds"],
+            "n": s["n"].where(s["n"] > 0).astype("Int64"),
+            "ci_low_pct": 100 * s["ci_low"], "ci_high_pct": 100 * s["ci_high"]}))
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return df.to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 def masking_markdown(results: Sequence[dict]) -> str:
     """The masking checks as a compact table: one row per defense (and seed), one column per check."""
     if not results:
         return ""
-    checks = list(dict.fromkeys(r["check"] for r in results))
-    models = list(dict.fromkeys((r["defense"], str(r["seed"])) for r in results))
-    lines = ["**Gradient-masking checks** (pass / FLAG with the number behind it; see masking.csv)\n",
-             "| Method | Seed | " + " | ".join(checks) + " |", "|:---|---:|" + "---|" * len(checks)]
-    for d, s in models:
-        cells = []
-        for ch in checks:
-            r = next(x for x in results if x["defense"] == d and str(x["seed"]) == s and x["check"] == ch)
-            val = f" ({float(r['value']):.3f})" if r["value"] != "" else ""
-            cells.append({"flag": "**FLAG**", "pass": "pass"}.get(r["status"], r["status"]) + val)
-        lines.append(f"| {display(d)} | {s} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    df = pd.DataFrame(list(results))
+    df["seed"] = df["seed"].astype(str)
+    value = df["value"].map(lambda v: f" ({float(v):.3f})" if v != "" else "")
+    df["text"] = df["status"].map(lambda st: {"flag": "**FLAG**", "pass": "pass"}.get(st, st)) + value
+    checks = list(dict.fromkeys(df["check"]))
+    models = list(dict.fromkeys(zip(df["defense"], df["seed"])))
+    wide = (df.pivot_table(index=["defense", "seed"], columns="check", values="text", aggfunc="first")
+            .reindex(index=pd.MultiIndex.from_tuples(models), columns=checks).fillna("–"))
+    wide.insert(0, "Seed", [s for _, s in models])
+    wide.insert(0, "Method", [display(d) for d, _ in models])
+    table = wide.to_markdown(index=False, colalign=["left", "right"] + ["left"] * len(checks),
+                             disable_numparse=True)
+    return ("**Gradient-masking checks** (pass / FLAG with the number behind it; see masking.csv)\n\n"
+            + table + "\n")

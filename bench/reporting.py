@@ -1,8 +1,9 @@
 """Every view of the tidy rows, written into one results folder.
 
 ``write_report`` turns robustness rows into the paper-layout tables (Markdown, LaTeX, CSV),
-the accuracy-vs-epsilon curves, the gradient-masking checks and (given the models) the
-saliency maps. It reads rows only; it never attacks or trains.
+the worst case over attacks per (norm, epsilon), the paired comparison with a reference
+defense, the accuracy-vs-epsilon curves, the gradient-masking checks and (given the models)
+the saliency maps. It reads rows only; it never attacks or trains.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from bench.atomic import write_text
+from bench.compare import compare, comparison_markdown, default_reference
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.masking import Thresholds, as_rows, masking_checks
@@ -19,24 +21,37 @@ from bench.plots import plot_acc_vs_eps
 from bench.rows import write_rows
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
 from bench.saliency import plot_saliency
+from bench.worst_case import WORST_FIELDS, worst_case_rows
+
 
 
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
-                 quiet: bool = False) -> list[Path]:
-    """table.md/.tex/.csv, acc_vs_eps.png/.pdf, masking.csv and (given models) saliency.png."""
+                 against: str | None = None, quiet: bool = False) -> list[Path]:
+    """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
+    default GREAT when present), acc_vs_eps.png/.pdf, masking.csv and (given models) saliency.png."""
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
     results.mkdir(parents=True, exist_ok=True)
     tables = build_tables(rows, settings.epsilon, settings.cw_radius)
+    reference = default_reference(tables, against)
+    comparison = compare(tables, reference) if reference else None
+    comparison_md = comparison_markdown(comparison, tables) if comparison is not None else ""
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
                                                      settings.near_zero)))
-    write_text(results / "table.md", to_markdown(tables) + "\n" + masking_markdown(checks))
+    write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
+               + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
     write_text(results / "table.csv", to_csv(tables))
+    write_rows(results / "worst_case.csv", worst_case_rows(rows), WORST_FIELDS)
     write_rows(results / "masking.csv", checks, list(checks[0]) if checks else ["defense"])
     plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
-    written = [results / f for f in ("table.md", "table.tex", "table.csv", "masking.csv", "acc_vs_eps.png",
-                                     "acc_vs_eps.pdf")]
+    written = [results / f for f in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv",
+                                     "acc_vs_eps.png", "acc_vs_eps.pdf")]
+    if comparison is not None:
+        write_text(results / "comparison.md", comparison_md)
+        write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
+                                                                 lineterminator="\n"))
+        written += [results / "comparison.md", results / "comparison.csv"]
     if subjects and data is not None:
         first: dict[str, Any] = {}
         for s in subjects:  # one model per defense (the first seed)

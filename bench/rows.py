@@ -53,16 +53,17 @@ def lock_for(path: str | Path) -> FileLock:
 
 def merge_rows(path: str | Path, rows: Iterable[Row], key: Callable[[Row], Any], fields: Sequence[str] | None = None,
                *, keep: Callable[[Row], bool] | None = None,
-               check: Callable[[list[dict[str, str]]], None] | None = None) -> list[Row]:
+               prepare: Callable[[list[dict[str, str]]], list[Row]] | None = None) -> list[Row]:
     """Merge ``rows`` into the CSV at ``path`` under its lock; return the merged rows.
 
     A new row replaces an existing one with the same ``key``; existing rows for which
-    ``keep`` returns False are dropped (superseded); ``check`` may refuse the file as read.
+    ``keep`` returns False are dropped (superseded); ``prepare`` sees the file's rows as
+    read and returns them (upgraded to the current columns) or refuses the file.
     """
     with lock_for(path):
         existing = read_rows(path)
-        if check is not None:
-            check(existing)
+        if prepare is not None:
+            existing = prepare(existing)
         table: dict[Any, Row] = {key(r): r for r in existing if keep is None or keep(r)}
         for r in rows:
             table[key(r)] = r

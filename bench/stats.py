@@ -1,15 +1,210 @@
-"""Summary statistics shared by every table: mean and sample standard deviation over seeds."""
+"""Statistics for the robustness numbers: intervals, the paired test, and seed aggregation.
+
+Every accuracy in great-bench is a proportion of n test examples, so its sampling error is
+binomial. The formulas here are the standard ones, chosen for good coverage at the small n
+and the extreme accuracies (0% and 100% are common under attack) that a benchmark meets:
+
+- ``wilson``: the Wilson score interval for one proportion (Wilson 1927). Unlike the normal
+  ("Wald") interval it never leaves [0, 1] and is not degenerate at 0/n or n/n.
+- ``mcnemar_exact``: the exact (conditional) McNemar test for two models scored on the same
+  examples: under "no difference" each discordant example is equally likely to favour
+  either model, so b ~ Bin(b + c, 1/2); two-sided p = min(1, 2 P(X <= min(b, c))).
+- ``newcombe_paired``: the interval for the difference of two paired proportions by
+  Newcombe's square-and-add method (Newcombe 1998, "Improved confidence intervals for the
+  difference between binomial proportions based on paired data", method 10): the two
+  Wilson intervals combined with the correlation of the paired outcomes.
+- ``aggregate``: mean +- sample std over training seeds with an interval that adds the
+  seed-to-seed spread and the test-sampling error (see its docstring).
+"""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Sequence
+
+import numpy as np
+
+from bench.errors import BenchError
+
+CONF = 0.95
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation with ddof = 1); the deviation of one value is 0."""
+def _z(conf: float) -> float:
+    if not 0 < conf < 1:
+        raise BenchError(f"confidence level must lie in (0, 1), got {conf}")
+    return NormalDist().inv_cdf(0.5 + conf / 2)
+
+
+def _check_counts(k: float, n: float) -> None:
+    if not n > 0:
+        raise BenchError(f"an interval needs n > 0 examples, got n = {n}")
+    if not -1e-9 <= k <= n + 1e-9:
+        raise BenchError(f"the count of correct examples must lie in [0, n], got {k} of {n}")
+
+
+def wilson(k: float, n: float, conf: float = CONF) -> tuple[float, float]:
+    """Wilson score interval for a proportion k / n (95% by default).
+
+    centre = (p + z^2 / 2n) / (1 + z^2 / n),
+    half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2).
+    ``k`` may be fractional (a mean accuracy times n, in ``aggregate``).
+    """
+    _check_counts(k, n)
+    z = _z(conf)
+    p = min(max(k / n, 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts b and c.
+
+    b = examples only the first model gets right, c = only the second. Under the null
+    hypothesis of equal accuracy, b ~ Bin(b + c, 1/2): p = min(1, 2 P(X <= min(b, c))),
+    and 1 when there is no discordant example (nothing to tell the models apart).
+    """
+    if b < 0 or c < 0 or int(b) != b or int(c) != c:
+        raise BenchError(f"McNemar needs non-negative whole counts of discordant examples, got b={b}, c={c}")
+    b, c = int(b), int(c)
+    m = b + c
+    if m == 0:
+        return 1.0
+    # exact integer arithmetic: no rounding before the final division
+    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** m)
+
+
+def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
+                    conf: float = CONF) -> tuple[float, float, float]:
+    """Difference (first - second) of two paired accuracies and its Newcombe interval.
+
+    Counts of the paired 2x2 table over n examples: a = both right, b = only the first,
+    c = only the second, d = neither. theta = (b - c) / n. With Wilson intervals (l1, u1)
+    for p1 = (a + b) / n and (l2, u2) for p2 = (a + c) / n and phi the correlation of the
+    paired outcomes (Newcombe 1998, method 10: ad - bc shrunk by n/2 towards 0 when
+    positive, 0 when a marginal is empty),
+    L = theta - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2),
+    U = theta + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2).
+    """
+    a, b, c, d = (int(v) for v in (both, only_first, only_second, neither))
+    if min(a, b, c, d) < 0:
+        raise BenchError(f"paired counts must be non-negative, got {(a, b, c, d)}")
+    n = a + b + c + d
+    if n == 0:
+        raise BenchError("a paired comparison needs at least one example common to both models")
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, conf)
+    l2, u2 = wilson(a + c, n, conf)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    if margins == 0:
+        phi = 0.0
+    else:
+        ad_bc = a * d - b * c
+        shrunk = ad_bc - n / 2 if ad_bc > n / 2 else (0.0 if ad_bc >= 0 else ad_bc)
+        phi = shrunk / math.sqrt(margins)
+    theta = p1 - p2
+    lo = theta - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = theta + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return theta, max(-1.0, lo), min(1.0, hi)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two models on the same n examples: the first minus the second."""
+
+    n: int
+    both: int
+    only_first: int
+    only_second: int
+    neither: int
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    @property
+    def verdict(self) -> str:
+        """'better' / 'worse' when the test rejects at 5% and the interval excludes 0, else
+        'cannot say' (the data do not separate the two models on this column)."""
+        if self.p_value < 0.05 and self.ci_low > 0:
+            return "better"
+        if self.p_value < 0.05 and self.ci_high < 0:
+            return "worse"
+        return "cannot say"
+
+
+def paired(first: np.ndarray, second: np.ndarray, conf: float = CONF) -> Paired:
+    """Compare per-example correctness masks of two models on the same examples."""
+    first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    if first.shape != second.shape or first.ndim != 1:
+        raise BenchError(f"paired masks must be 1-d and of equal length, got {first.shape} and {second.shape}")
+    a = int((first & second).sum())
+    b = int((first & ~second).sum())
+    c = int((~first & second).sum())
+    d = int((~first & ~second).sum())
+    diff, lo, hi = newcombe_paired(a, b, c, d, conf)
+    return Paired(len(first), a, b, c, d, diff, lo, hi, mcnemar_exact(b, c))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One table cell: accuracies of one or more training seeds, each over n examples."""
+
+    mean: float
+    std: float       # sample std over seeds (ddof = 1); 0 with one seed
+    seeds: int
+    n: int           # examples per run (the smallest, when runs differ)
+    ci_low: float
+    ci_high: float
+
+
+def aggregate(accuracies: Sequence[float], ns: Sequence[int], conf: float = CONF) -> Summary:
+    """Mean +- sample std over seeds and an interval for the expected accuracy.
+
+    One seed: the Wilson interval of its accuracy over its n examples. Several seeds
+    (k >= 2): two independent error sources are added in quadrature, on each side
+    separately (the square-and-add / MOVER construction of Newcombe 1998 and Zou & Donner
+    2008): the seed-to-seed spread, t_{k-1} s / sqrt(k) (a t-interval over the seed means),
+    and the test-sampling error, the Wilson interval at the mean accuracy over n examples.
+    The seeds share the same test examples, so averaging seeds does not shrink the
+    sampling error: n is the per-run count, not k n.
+    """
+    acc = np.asarray(accuracies, dtype=float)
+    ns_arr = np.asarray(ns, dtype=float)
+    if acc.size == 0 or acc.shape != ns_arr.shape:
+        raise BenchError(f"aggregate needs one n per accuracy and at least one of each, got {acc.size} and "
+                         f"{ns_arr.size}")
+    if ((acc < 0) | (acc > 1)).any():
+        raise BenchError(f"accuracies are fractions in [0, 1], got {acc.tolist()}")
+    k = acc.size
+    n = int(ns_arr.min())
+    mean = float(acc.mean())
+    lo_w, hi_w = wilson(mean * n, n, conf)
+    if k == 1:
+        return Summary(mean, 0.0, 1, n, lo_w, hi_w)
+    from scipy.stats import t
+
+    std = float(acc.std(ddof=1))
+    h_seed = float(t.ppf(0.5 + conf / 2, k - 1)) * std / math.sqrt(k)
+    lo = mean - math.sqrt((mean - lo_w) ** 2 + h_seed ** 2)
+    hi = mean + math.sqrt((hi_w - mean) ** 2 + h_seed ** 2)
+    return Summary(mean, std, k, n, max(0.0, lo), min(1.0, hi))
+
+
+def half_width(n: int, p: float = 0.5, conf: float = CONF) -> float:
+    """The larger side of the Wilson interval at accuracy p over n examples (sizing the sweep)."""
+    lo, hi = wilson(p * n, n, conf)
+    return max(p - lo, hi - p)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof = 1) over seeds; the deviation of one value is 0."""
     v = [float(x) for x in values]
     if not v:
-        raise ValueError("mean_std of no values")
+        raise BenchError("mean_std of no values")
     m = sum(v) / len(v)
     s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
     return m, s

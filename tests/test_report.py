@@ -1,16 +1,24 @@
 """Tables, curves, saliency maps and the report/evaluate commands, from a small fixture of rows."""
 import csv
 import io
+import re
 
 import pytest
 import torch
 import torch.nn as nn
 
-from attacks.evaluate import ROW_FIELDS, pack_mask, write_rows
+import numpy as np
+
+from attacks.evaluate import ROW_FIELDS, EvalSet, Subject, evaluate, pack_mask, read_rows, with_interval, write_rows
+from attacks.registry import sweep
 from bench.cli import main
-from bench.plots import plot_acc_vs_eps
+from bench.compare import compare, default_reference
+from bench.errors import BenchError
+from bench.plots import curves, plot_acc_vs_eps
 from bench.report import COLUMNS, build_tables, to_csv, to_latex, to_markdown
 from bench.saliency import plot_saliency, saliency
+from bench.stats import aggregate, mcnemar_exact, newcombe_paired, wilson
+from bench.worst_case import worst_case_rows
 
 ACC = {  # defense -> seed -> (attack, mode, eps) -> accuracy
     "baseline": {0: {("none", "untargeted", 0.0): 0.90, ("fgsm", "untargeted", 0.1): 0.30,
@@ -40,21 +48,113 @@ def fixture_rows():
     return rows
 
 
-def test_table_layout_and_mean_std_over_seeds():
+def test_table_layout_mean_std_over_seeds_and_intervals():
     [t] = build_tables(fixture_rows(), epsilon=0.1, cw_radius=1.0)
-    labels = [f"{c.group} {c.label}".strip() for c in t.columns]
-    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "CW (L2)"]
+    labels = [c.name for c in t.columns]
+    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "CW (L2)",
+                      "Worst case Linf 0.1"]
     fgsm = next(c for c in COLUMNS if c.label == "FGSM" and c.mode == "untargeted")
-    mean, std, n = t.stat("baseline", fgsm)
-    assert (mean, n) == (pytest.approx(32.0), 2) and std == pytest.approx(2.8284, abs=1e-3)  # sample std
-    assert t.text("great-ce", fgsm) == "80.00"
-    md = to_markdown([t])
-    assert "| Baseline | 98.50 ± 0.71 | 91.00 ± 1.41 | 32.00 ± 2.83 |" in md
-    assert "| GRE(AT+CE) |" in md and "–" in md  # great-ce has no CW value
+    s = t.stat("baseline", fgsm)
+    assert (s.mean, s.seeds, s.n) == (pytest.approx(0.32), 2, N)
+    assert s.std == pytest.approx(0.028284, abs=1e-6)  # sample std of 0.30, 0.34
+    assert (s.ci_low, s.ci_high) == pytest.approx(
+        (aggregate([0.30, 0.34], [N, N]).ci_low, aggregate([0.30, 0.34], [N, N]).ci_high))
+    one = t.stat("great-ce", fgsm)
+    assert (one.ci_low, one.ci_high) == pytest.approx(wilson(40, N))  # one seed: Wilson over n
+    md = re.sub(" +", " ", to_markdown([t]))  # tabulate pads cells to the column width
+    lo, hi = (100 * v for v in wilson(40, N))
+    assert f"| 80.0 [{lo:.1f}, {hi:.1f}] |" in md
+    assert "| Baseline | 98.5 ± 0.7 | 91.0 ± 1.4 [" in md
+    assert "32.0 ± 2.8 [" in md and "GRE(AT+CE)" in md and "–" in md  # great-ce has no CW value
+    assert "| n (examples) | | 50 |" in md
     tex = to_latex([t])
-    assert r"\begin{tabular}{lrrrrrr}" in tex and r"32.00 $\pm$ 2.83" in tex and r"\multicolumn{2}{c}{Non-targeted}" in tex
+    assert r"\begin{tabular}{lrrrrrrr}" in tex and r"32.0 $\pm$ 2.8 [" in tex
+    assert r"\multicolumn{2}{c}{Non-targeted}" in tex
     parsed = list(csv.DictReader(io.StringIO(to_csv([t]))))
-    assert {"defense": "baseline", "column": "Non-targeted FGSM", "mean_pct": "32.0000", "seeds": "2"}.items() <= parsed[2].items()
+    row = next(r for r in parsed if r["defense"] == "baseline" and r["column"] == "Non-targeted FGSM")
+    assert {"mean_pct": "32.0000", "std_pct": "2.8284", "seeds": "2", "n": str(N)}.items() <= row.items()
+    assert float(row["ci_low_pct"]) == pytest.approx(100 * s.ci_low, abs=1e-4)
+    assert [r["defense"] for r in parsed[:3]] == ["baseline"] * 3  # defense-major, table order
+
+
+def masks_row(defense, attack, mode, eps, bits, seed=0, norm="Linf"):
+    bits = np.asarray(bits, bool)
+    return {k: "" for k in ROW_FIELDS} | {
+        "dataset": "toy", "defense": defense, "seed": seed, "attack": attack, "norm": norm, "epsilon": eps,
+        "mode": mode, "accuracy": bits.mean(), "n": len(bits), "restarts": 1, "spec": f"{attack}:{eps},{mode}",
+        "eval_seed": 0, "checkpoint_sha256": f"{defense}{seed}", "correct_mask": pack_mask(torch.from_numpy(bits))}
+
+
+def test_worst_case_needs_every_attack_on_the_common_examples():
+    rows = [
+        masks_row("a", "none", "untargeted", 0.0, [1, 1, 1, 1, 1, 1, 0, 1]),
+        masks_row("a", "fgsm", "untargeted", 0.1, [1, 1, 0, 1, 1, 0, 0, 1]),
+        masks_row("a", "fgsm", "worst", 0.1, [1, 0, 1, 1, 1, 1, 0, 0]),
+        masks_row("a", "autoattack", "untargeted", 0.1, [1, 1, 1, 0, 1, 1]),  # only the first 6 examples
+        masks_row("a", "fgsm", "untargeted", 0.2, [0, 1, 0, 0, 0, 0, 0, 1]),
+    ]
+    got = {(r["norm"], r["epsilon"]): r for r in worst_case_rows(rows)}
+    w = got[("Linf", 0.1)]
+    # examples 0..5: robust to all three attacks only at 0 and 4
+    assert (w["n"], w["accuracy"], w["n_attacks"]) == (6, 2 / 6, 3)
+    assert w["attacks"] == "autoattack/untargeted fgsm/untargeted fgsm/worst"
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx(wilson(2, 6), abs=1e-6)
+    assert got[("Linf", 0.2)]["accuracy"] == 2 / 8 and got[("Linf", 0.2)]["n"] == 8
+    assert ("Linf", 0.0) not in got  # the clean row is not an attack
+    # the worst case becomes a table column (two or more attacks at the table's epsilon)
+    [t] = build_tables(rows, epsilon=0.1)
+    col = next(c for c in t.columns if c.name == "Worst case Linf 0.1")
+    assert t.stat("a", col).mean == pytest.approx(2 / 6) and t.stat("a", col).n == 6
+
+
+def test_comparison_pairs_the_same_examples_against_the_reference():
+    ref = [1, 1, 0, 0, 1, 0, 0, 0, 1, 1]
+    new = [1, 1, 1, 1, 1, 1, 1, 0, 0, 1]  # a=4 both, b=4 only new, c=1 only ref, d=1 neither
+    rows = [masks_row("great", "none", "untargeted", 0.0, [1] * 10),
+            masks_row("great", "fgsm", "untargeted", 0.1, ref),
+            masks_row("mine", "none", "untargeted", 0.0, [1] * 10),
+            masks_row("mine", "fgsm", "untargeted", 0.1, new + [1, 1])]  # two extra examples are not paired
+    tables = build_tables(rows, epsilon=0.1)
+    assert default_reference(tables, None) == "great"
+    comp = compare(tables, "great")
+    r = comp[comp["column"] == "Non-targeted FGSM"].iloc[0]
+    assert (r["n"], r["both"], r["only_defense"], r["only_against"], r["neither"]) == (10, 4, 4, 1, 1)
+    theta, lo, hi = newcombe_paired(4, 4, 1, 1)
+    assert (r["diff_pct"], r["ci_low_pct"], r["ci_high_pct"]) == pytest.approx((100 * theta, 100 * lo, 100 * hi))
+    assert r["p_value"] == pytest.approx(mcnemar_exact(4, 1)) == pytest.approx(0.375)
+    assert r["verdict"] == "cannot say"
+    with pytest.raises(BenchError, match="not a defense of these rows; valid: great, mine"):
+        default_reference(tables, "gerat")
+
+
+def test_curve_bands_are_the_intervals(tmp_path):
+    panel = curves(fixture_rows())[("fgsm", "untargeted", "Linf")]
+    eps, s = panel["great-ce"][1]
+    assert eps == 0.1 and (s.ci_low, s.ci_high) == pytest.approx(wilson(40, N))
+    eps, s = panel["baseline"][2]
+    assert eps == 0.3 and (s.ci_low, s.ci_high) == pytest.approx(
+        (aggregate([0.10, 0.12], [N, N]).ci_low, aggregate([0.10, 0.12], [N, N]).ci_high))
+
+
+def test_rows_carry_their_interval_and_older_csvs_are_upgraded(tmp_path):
+    row = with_interval({"accuracy": 0.8, "n": 10})
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson(8, 10), abs=1e-6)
+    assert ROW_FIELDS[ROW_FIELDS.index("accuracy") + 1: ROW_FIELDS.index("accuracy") + 3] == ["ci_low", "ci_high"]
+    # a CSV written before the interval columns existed is read, filled in and extended
+    old = tmp_path / "rob.csv"
+    old_fields = [f for f in ROW_FIELDS if f not in ("ci_low", "ci_high")]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=old_fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerow(fixture_rows()[0])
+    old.write_text(buf.getvalue())
+    torch.manual_seed(0)
+    data = EvalSet(torch.rand(12, 1, 4, 4), torch.randint(0, 3, (12,)), 3, "toy")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    evaluate([Subject(net, "lin", 0, "toy", "sha")], data, sweep(["none"]), old)
+    got = read_rows(old)
+    assert len(got) == 2 and all(r["ci_low"] != "" for r in got)
+    assert float(got[0]["ci_high"]) == pytest.approx(wilson(45, 50)[1], abs=1e-6)
 
 
 def test_curves_are_written_as_png_and_pdf(tmp_path):
@@ -80,13 +180,24 @@ def test_saliency_is_the_input_gradient_magnitude(tmp_path):
 def test_report_command_writes_every_file(tmp_path, capsys):
     write_rows(tmp_path / "robustness.csv", fixture_rows())
     assert main(["report", "--preset", "smoke", "--results", str(tmp_path), "--quiet"]) == 0
-    for name in ("table.md", "table.tex", "table.csv", "masking.csv", "acc_vs_eps.png", "acc_vs_eps.pdf"):
+    for name in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv", "acc_vs_eps.png",
+                 "acc_vs_eps.pdf"):
         assert (tmp_path / name).stat().st_size > 0, name
     masking = list(csv.DictReader(open(tmp_path / "masking.csv")))
     assert {r["check"] for r in masking} == {"iterative_vs_single", "monotone_in_eps", "large_eps",
                                              "black_box_vs_white_box", "l2_contains_linf"}
     assert len(masking) == 3 * 5  # three (defense, seed) models x five checks
-    assert "Gradient-masking checks" in (tmp_path / "table.md").read_text()
+    md = re.sub(" +", " ", (tmp_path / "table.md").read_text())
+    assert "Gradient-masking checks" in md
+    first = masking[0]
+    status = {"flag": "**FLAG**", "pass": "pass"}[first["status"]]
+    assert f"| Baseline | 0 | {status} ({float(first['value']):.3f}) |" in md
+    assert not (tmp_path / "comparison.md").exists()  # no GREAT in the rows and no --against
+    assert main(["report", "--preset", "smoke", "--results", str(tmp_path), "--against", "baseline", "--quiet"]) == 0
+    comp = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    assert {r["defense"] for r in comp} == {"great-ce"} and {r["against"] for r in comp} == {"baseline"}
+    assert "minus Baseline" in (tmp_path / "comparison.md").read_text()
+    assert "minus Baseline" in (tmp_path / "table.md").read_text()  # printed beside the table
 
 
 @pytest.mark.parametrize("argv, msg", [
@@ -97,9 +208,11 @@ def test_report_command_writes_every_file(tmp_path, capsys):
     (["evaluate", "--attack", "fgsm"], "nothing to evaluate"),
     (["evaluate", "--attack", "fgsm", "--model", "x:y"], "go together"),
     (["report", "--results", "{tmp}"], "does not exist"),
+    (["report", "--results", "{tmp}", "--csv", "{tmp}/rob.csv", "--against", "nope"], "not a defense"),
 ])
 def test_bad_input_gives_one_message_and_exit_2(argv, msg, tmp_path, capsys):
     (tmp_path / "robustness.csv.keep").write_text("x")
+    write_rows(tmp_path / "rob.csv", fixture_rows())
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--preset", "smoke", "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -46,7 +46,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = default_results_dir(cfg, args.results)
     csv_path = Path(args.csv) if args.csv else results / "robustness.csv"
     report(csv_path, results, settings, runs=[Path(r) for r in args.runs], data_dir=args.data_dir,
-           device=args.device, quiet=args.quiet)
+           device=args.device, against=args.against, quiet=args.quiet)
     return 0
 
 
@@ -74,4 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default=None, help="folder to write (default results/<preset>)")
     p.add_argument("--csv", default=None, help="rows to read (default <results>/robustness.csv)")
     p.add_argument("--runs", nargs="*", default=[], help="run directories: saliency maps, and only their rows")
+    p.add_argument("--against", default=None, metavar="NAME",
+                   help="reference defense for the paired comparison (default: great, when present)")
     p.set_defaults(func=cmd_report)
