@@ -28,7 +28,8 @@ class AttackInfo:
     default_steps: int | None = None
     step_rule: Callable[[float, int | None], float] | None = None  # default step size
     restartable: bool = False          # restarts > 1 allowed (random start)
-    min_norm: bool = False             # eps is a radius applied after one run (CW)
+    min_norm: bool = False             # eps is a radius applied after one run (CW, FMN)
+    combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
     iterative: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
@@ -79,10 +80,29 @@ def _pgd(model, spec, num_classes, seed):
 
 
 def _cw(model, spec, num_classes, seed):
-    import torchattacks
+    from attacks.carlini_wagner import carlini_wagner_l2
+    from bench.errors import BenchError
 
-    return configure(torchattacks.CW(model, c=spec.param("c"), kappa=spec.param("kappa"), steps=spec.steps,
-                                     lr=spec.param("lr")), spec)
+    if int(spec.param("search")) < 1:
+        raise BenchError(f"{spec.key()}: search (binary-search steps over c) must be at least 1; "
+                         "Carlini & Wagner use 9")
+    return carlini_wagner_l2(model, steps=spec.steps, binary_search_steps=int(spec.param("search")),
+                             initial_const=spec.param("c"), stepsize=spec.param("lr"),
+                             confidence=spec.param("kappa"), targeted=spec.targeted)
+
+
+def _fmn(model, spec, num_classes, seed):
+    from attacks.fmn import FMNL2
+
+    return FMNL2(model, steps=spec.steps, alpha0=spec.param("alpha0"), gamma0=spec.param("gamma0"),
+                 targeted=spec.targeted)
+
+
+def _combined(model, spec, num_classes, seed):
+    from bench.errors import BenchError
+
+    raise BenchError(f"{spec.name!r} reports the per-example best of {', '.join(ATTACKS.get(spec.name).combines)}; "
+                     "the harness (attacks.evaluate) runs those attacks and combines them")
 
 
 def _square(model, spec, num_classes, seed):
@@ -111,8 +131,17 @@ ATTACKS.add("pgd", AttackInfo(_pgd, norms=("Linf", "L2"), default_eps=0.1, defau
                               step_rule=lambda e, k: 2.5 * e / k, restartable=True, iterative=True,
                               doc="PGD (Madry et al.): random start, k steps of 2.5 eps/k, restarts"))
 ATTACKS.add("cw", AttackInfo(_cw, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
-                             iterative=True, extras={"c": 1.0, "kappa": 0.0, "lr": 0.01},
-                             doc="Carlini-Wagner L2: minimum-norm; accuracy at radius eps from one run"))
+                             iterative=True, extras={"search": 9, "c": 0.01, "kappa": 0.0, "lr": 0.01},
+                             doc="Carlini-Wagner L2 (foolbox): minimum-norm, per-example binary search over c "
+                                 "(search= steps, from c=), steps= Adam steps of lr= each; every radius from one run"))
+ATTACKS.add("fmn", AttackInfo(_fmn, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
+                              iterative=True, extras={"alpha0": 1.0, "gamma0": 0.05},
+                              doc="fast minimum-norm L2 (Pintor et al. 2021): adaptive radius, steps= iterations; "
+                                  "every radius from one run"))
+ATTACKS.add("l2min", AttackInfo(_combined, norms=("L2",), default_eps=1.0, min_norm=True, iterative=True,
+                                combines=("cw", "fmn"), extras={"cw_steps": 100, "fmn_steps": 100},
+                                doc="minimum-norm L2, per example the smallest adversarial found by cw and fmn "
+                                    "(run with cw_steps= and fmn_steps=, other settings at their defaults)"))
 ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
                                  extras={"queries": 1000, "p_init": 0.8},
                                  doc="Square attack (Andriushchenko et al.): score-based black box"))
@@ -123,3 +152,21 @@ ATTACKS.add("autoattack", AttackInfo(_autoattack, modes=("untargeted",), norms=(
 
 def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int, seed: int):
     return ATTACKS.get(spec.name).build(model, spec, num_classes, seed)
+
+
+def component_specs(spec: AttackSpec) -> list[AttackSpec]:
+    """The attacks a combined entry (``l2min``) takes the per-example best of: same mode and n,
+    steps from its ``<name>_steps`` parameter, everything else at their defaults (so the same
+    attack listed on its own in a sweep has the same key, and the harness runs it once)."""
+    from attacks.specs import build_spec
+
+    info = ATTACKS.get(spec.name)
+    out = []
+    for name in info.combines:
+        values = {"norm": spec.norm, "mode": spec.mode}
+        if spec.param(f"{name}_steps") is not None:
+            values["steps"] = str(int(spec.param(f"{name}_steps")))
+        if spec.n is not None:
+            values["n"] = str(spec.n)
+        out.append(build_spec(name, values))
+    return out

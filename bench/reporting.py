@@ -17,6 +17,7 @@ from bench.atomic import write_text
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.masking import Thresholds, as_rows, masking_checks
+from bench.sanity import SanityThresholds
 from bench.plots import plot_acc_vs_eps
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
 from bench.saliency import plot_saliency
@@ -30,7 +31,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     results.mkdir(parents=True, exist_ok=True)
     tables = build_tables(rows, settings.epsilon, settings.cw_radius)
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
-                                                     settings.near_zero)))
+                                                     settings.near_zero), subjects=subjects, data=data,
+                                    sanity=SanityThresholds(epsilon=settings.epsilon)))
     write_text(results / "table.md", to_markdown(tables) + "\n" + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
     write_text(results / "table.csv", to_csv(tables))

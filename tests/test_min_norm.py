@@ -1,0 +1,66 @@
+"""Minimum-norm L2 attacks against the closed form on an affine classifier.
+
+For f(x) = W x + b the smallest L2 perturbation that makes class k beat the predicted
+class y is (f_y - f_k) / ||w_y - w_k|| (the distance to the hyperplane f_y = f_k); the
+minimum over k != y is the minimal adversarial distance, provided the optimal point stays
+inside the image box (checked below). Local attacks step towards the largest competing
+logit, so the rows of W are orthonormal (times s): every ||w_y - w_k|| is the same, and
+the largest competitor is then also the nearest boundary, the global minimum they must
+reach. Each attack must land within 1% above it and never below it.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks.registry import build_attack
+from attacks.specs import parse_spec
+
+K, SIDE = 10, 28
+D = SIDE * SIDE
+
+
+def affine_problem(n: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(D, K, generator=g, dtype=torch.float64))
+    s = 2.0
+    W = s * q.T
+    b = -W.sum(1) * 0.5  # f(x) = s Q^T (x - 1/2)
+    lin = nn.Linear(D, K)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+        lin.bias.copy_(b)
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    # Points near grey, pushed along their class's row: margins set the distances (~0.4..1).
+    cls = torch.arange(n) % K
+    tau = 0.6 + 0.8 * torch.rand(n, generator=g, dtype=torch.float64)
+    x = 0.5 + 0.05 * (2 * torch.rand(n, D, generator=g, dtype=torch.float64) - 1) + tau[:, None] * q.T[cls]
+    with torch.no_grad():
+        f = x @ W.T + b
+        y = f.argmax(1)
+        diff = W[y][:, None, :] - W[None, :, :]                      # (n, K, D): w_y - w_k
+        dist = (f.gather(1, y[:, None]) - f) / diff.norm(dim=2).clamp_min(1e-300)
+        dist[torch.arange(n), y] = float("inf")
+        d_true, k_star = dist.min(1)
+        # the optimal point x - d (w_y - w_k)/||w_y - w_k|| lies inside [0, 1]: the box does not bind
+        step = diff[torch.arange(n), k_star] / diff[torch.arange(n), k_star].norm(dim=1, keepdim=True)
+        opt = x - d_true[:, None] * step
+    assert (y == cls).all() and opt.min() > 0.01 and opt.max() < 0.99
+    return model, x.float().view(n, 1, SIDE, SIDE), y, d_true.float()
+
+
+@pytest.mark.parametrize("text", ["cw:steps=200", "fmn:steps=100"])
+def test_minimum_norm_attack_matches_closed_form(text, one_thread):
+    torch.manual_seed(0)
+    model, x, y, d_true = affine_problem()
+    assert 0.3 < float(d_true.min()) and float(d_true.max()) < 1.2
+    spec = parse_spec(text)
+    adv = build_attack(model, spec, K, 0)(x, y)
+    with torch.no_grad():
+        assert (model(adv).argmax(1) != y).all(), "every example of the affine model can be broken"
+    assert adv.min() >= 0 and adv.max() <= 1
+    d = (adv - x).flatten(1).norm(dim=1)
+    ratio = d / d_true
+    assert float(ratio.min()) >= 1 - 1e-4, f"{text}: found {ratio.min():.5f} x the minimal distance (impossible)"
+    assert float(ratio.max()) <= 1.01, f"{text}: found up to {ratio.max():.4f} x the minimal distance"
