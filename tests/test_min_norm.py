@@ -7,6 +7,11 @@ inside the image box (checked below). Local attacks step towards the largest com
 logit, so the rows of W are orthonormal (times s): every ||w_y - w_k|| is the same, and
 the largest competitor is then also the nearest boundary, the global minimum they must
 reach. Each attack must land within 1% above it and never below it.
+
+The same affine logits are also passed through g(z) = z + z^3, strictly increasing and the
+same for every class: argmax, decision boundaries and so the minimal distance are unchanged,
+but the margin is no longer affine, so a single linearised step (FMN's first jump) no
+longer lands on the boundary and the attacks' search (radius or constant) has to work.
 """
 from __future__ import annotations
 
@@ -21,7 +26,14 @@ K, SIDE = 10, 28
 D = SIDE * SIDE
 
 
-def affine_problem(n: int = 16, seed: int = 0):
+class Cubic(nn.Module):
+    """g(z) = z + z^3 per logit: strictly increasing, so it keeps every decision region."""
+
+    def forward(self, z):
+        return z + z**3
+
+
+def affine_problem(n: int = 16, seed: int = 0, warp: bool = False):
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(D, K, generator=g, dtype=torch.float64))
     s = 2.0
@@ -31,7 +43,7 @@ def affine_problem(n: int = 16, seed: int = 0):
     with torch.no_grad():
         lin.weight.copy_(W)
         lin.bias.copy_(b)
-    model = nn.Sequential(nn.Flatten(), lin).eval()
+    model = nn.Sequential(nn.Flatten(), lin, *([Cubic()] if warp else [])).eval()
     # Points near grey, pushed along their class's row: margins set the distances (~0.4..1).
     cls = torch.arange(n) % K
     tau = 0.6 + 0.8 * torch.rand(n, generator=g, dtype=torch.float64)
@@ -50,10 +62,11 @@ def affine_problem(n: int = 16, seed: int = 0):
     return model, x.float().view(n, 1, SIDE, SIDE), y, d_true.float()
 
 
+@pytest.mark.parametrize("warp", [False, True], ids=["affine", "warped"])
 @pytest.mark.parametrize("text", ["cw:steps=200", "fmn:steps=100"])
-def test_minimum_norm_attack_matches_closed_form(text, one_thread):
+def test_minimum_norm_attack_matches_closed_form(text, warp, one_thread):
     torch.manual_seed(0)
-    model, x, y, d_true = affine_problem()
+    model, x, y, d_true = affine_problem(warp=warp)
     assert 0.3 < float(d_true.min()) and float(d_true.max()) < 1.2
     spec = parse_spec(text)
     adv = build_attack(model, spec, K, 0)(x, y)
@@ -64,3 +77,21 @@ def test_minimum_norm_attack_matches_closed_form(text, one_thread):
     ratio = d / d_true
     assert float(ratio.min()) >= 1 - 1e-4, f"{text}: found {ratio.min():.5f} x the minimal distance (impossible)"
     assert float(ratio.max()) <= 1.01, f"{text}: found up to {ratio.max():.4f} x the minimal distance"
+
+
+def test_harness_l2_column_is_the_closed_form_robust_accuracy(one_thread):
+    """End to end through the harness: at radius r the l2min row's accuracy is the fraction of
+    examples whose minimal distance exceeds r (radii kept 2% away from every distance)."""
+    from attacks.evaluate import EvalSet, Subject, evaluate_subject
+    from attacks.specs import sweep
+
+    model, x, y, d_true = affine_problem(warp=True)
+    radii = [r for r in (0.3, 0.45, 0.6, 0.7, 0.8, 0.9, 1.5) if bool(((d_true - r).abs() > 0.02 * r).all())]
+    assert len(radii) >= 5
+    data = EvalSet(x, y, K, "affine")
+    text = "l2min:eps=" + "|".join(map(str, radii)) + ",cw_steps=200,fmn_steps=100"
+    rows = evaluate_subject(Subject(model, "affine", 0, "affine", "0" * 64), data, sweep([text]))
+    got = {r["epsilon"]: r["accuracy"] for r in rows}
+    want = {r: float((d_true > r).float().mean()) for r in radii}
+    assert got == pytest.approx(want, abs=1e-9)
+    assert len(set(want.values())) >= 4, "the radii separate the examples"
