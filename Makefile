@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	# --no-deps: torchattacks pins requests~=2.25.1 but never imports it.
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PIP) install -q -e '.[test]'
-	$(PY) -c "import torch, torchvision, torchattacks, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
 # Real Fashion-MNIST offline: Debian's dataset-fashion-mnist. Optional: tests build

@@ -138,10 +138,27 @@ ATTACKS.add("fmn", AttackInfo(_fmn, norms=("L2",), default_eps=1.0, default_step
                               iterative=True, extras={"alpha0": 1.0, "gamma0": 0.05},
                               doc="fast minimum-norm L2 (Pintor et al. 2021): adaptive radius, steps= iterations; "
                                   "every radius from one run"))
-ATTACKS.add("l2min", AttackInfo(_combined, norms=("L2",), default_eps=1.0, min_norm=True, iterative=True,
-                                combines=("cw", "fmn"), extras={"cw_steps": 100, "fmn_steps": 100},
-                                doc="minimum-norm L2, per example the smallest adversarial found by cw and fmn "
-                                    "(run with cw_steps= and fmn_steps=, other settings at their defaults)"))
+
+
+def combined_info(names: tuple[str, ...], doc: str) -> AttackInfo:
+    """A registry entry reporting the per-example best of the minimum-norm attacks ``names``.
+
+    It takes each part's parameters prefixed by the part's name (``cw_steps``, ``cw_c``,
+    ``fmn_steps``, ...), with the part's own defaults.
+    """
+    extras: dict[str, Any] = {}
+    for name in names:
+        part = ATTACKS.get(name)
+        if not part.min_norm or part.combines:
+            raise ValueError(f"{name!r} is not a single minimum-norm attack")
+        extras[f"{name}_steps"] = part.default_steps
+        extras.update({f"{name}_{k}": v for k, v in part.extras.items()})
+    return AttackInfo(_combined, norms=("L2",), default_eps=1.0, min_norm=True, iterative=True,
+                      combines=names, extras=extras, doc=doc)
+
+
+ATTACKS.add("l2min", combined_info(("cw", "fmn"), "minimum-norm L2: per example the smallest adversarial found by "
+                                                  "cw and fmn (their parameters prefixed: cw_steps=, fmn_steps=, ...)"))
 ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
                                  extras={"queries": 1000, "p_init": 0.8},
                                  doc="Square attack (Andriushchenko et al.): score-based black box"))
@@ -155,17 +172,17 @@ def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int, seed: int
 
 
 def component_specs(spec: AttackSpec) -> list[AttackSpec]:
-    """The attacks a combined entry (``l2min``) takes the per-example best of: same mode and n,
-    steps from its ``<name>_steps`` parameter, everything else at their defaults (so the same
-    attack listed on its own in a sweep has the same key, and the harness runs it once)."""
+    """The attacks a combined entry (``l2min``) takes the per-example best of: same norm, mode
+    and n, and the parameters given to it with the part's prefix. The same attack listed on
+    its own in a sweep with the same settings has the same key, so the harness runs it once."""
     from attacks.specs import build_spec
 
-    info = ATTACKS.get(spec.name)
     out = []
-    for name in info.combines:
+    for name in ATTACKS.get(spec.name).combines:
         values = {"norm": spec.norm, "mode": spec.mode}
-        if spec.param(f"{name}_steps") is not None:
-            values["steps"] = str(int(spec.param(f"{name}_steps")))
+        for key, value in spec.params:
+            if key.startswith(name + "_"):
+                values[key[len(name) + 1:]] = repr(value) if isinstance(value, float) else str(value)
         if spec.n is not None:
             values["n"] = str(spec.n)
         out.append(build_spec(name, values))

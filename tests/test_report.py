@@ -15,10 +15,10 @@ from bench.saliency import plot_saliency, saliency
 ACC = {  # defense -> seed -> (attack, mode, eps) -> accuracy
     "baseline": {0: {("none", "untargeted", 0.0): 0.90, ("fgsm", "untargeted", 0.1): 0.30,
                      ("ifgsm", "untargeted", 0.1): 0.02, ("fgsm", "worst", 0.1): 0.70,
-                     ("fgsm", "untargeted", 0.3): 0.10, ("cw", "untargeted", 1.0): 0.20},
+                     ("fgsm", "untargeted", 0.3): 0.10, ("l2min", "untargeted", 1.0): 0.20},
                  1: {("none", "untargeted", 0.0): 0.92, ("fgsm", "untargeted", 0.1): 0.34,
                      ("ifgsm", "untargeted", 0.1): 0.04, ("fgsm", "worst", 0.1): 0.72,
-                     ("fgsm", "untargeted", 0.3): 0.12, ("cw", "untargeted", 1.0): 0.22}},
+                     ("fgsm", "untargeted", 0.3): 0.12, ("l2min", "untargeted", 1.0): 0.22}},
     "great-ce": {0: {("none", "untargeted", 0.0): 0.88, ("fgsm", "untargeted", 0.1): 0.80,
                      ("ifgsm", "untargeted", 0.1): 0.75, ("fgsm", "worst", 0.1): 0.85,
                      ("fgsm", "untargeted", 0.3): 0.50}},
@@ -33,7 +33,7 @@ def fixture_rows():
             for (attack, mode, eps), acc in accs.items():
                 correct = torch.arange(N) < round(acc * N)
                 rows.append({k: "" for k in ROW_FIELDS} | {
-                    "dataset": "toy", "defense": d, "seed": seed, "attack": attack, "norm": "L2" if attack == "cw" else "Linf",
+                    "dataset": "toy", "defense": d, "seed": seed, "attack": attack, "norm": "L2" if attack == "l2min" else "Linf",
                     "epsilon": eps, "mode": mode, "accuracy": acc, "n": N, "train_accuracy": 0.99 - seed / 100,
                     "restarts": 1, "params": "{}", "spec": f"{attack}:eps={eps},mode={mode}",
                     "checkpoint_sha256": f"{d}{seed}", "correct_mask": pack_mask(correct)})
@@ -43,14 +43,14 @@ def fixture_rows():
 def test_table_layout_and_mean_std_over_seeds():
     [t] = build_tables(fixture_rows(), epsilon=0.1, cw_radius=1.0)
     labels = [f"{c.group} {c.label}".strip() for c in t.columns]
-    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "CW (L2)"]
+    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "Min-norm L2"]
     fgsm = next(c for c in COLUMNS if c.label == "FGSM" and c.mode == "untargeted")
     mean, std, n = t.stat("baseline", fgsm)
     assert (mean, n) == (pytest.approx(32.0), 2) and std == pytest.approx(2.8284, abs=1e-3)  # sample std
     assert t.text("great-ce", fgsm) == "80.00"
     md = to_markdown([t])
     assert "| Baseline | 98.50 ± 0.71 | 91.00 ± 1.41 | 32.00 ± 2.83 |" in md
-    assert "| GRE(AT+CE) |" in md and "–" in md  # great-ce has no CW value
+    assert "| GRE(AT+CE) |" in md and "–" in md  # great-ce has no min-norm L2 value
     tex = to_latex([t])
     assert r"\begin{tabular}{lrrrrrr}" in tex and r"32.00 $\pm$ 2.83" in tex and r"\multicolumn{2}{c}{Non-targeted}" in tex
     parsed = list(csv.DictReader(io.StringIO(to_csv([t]))))
