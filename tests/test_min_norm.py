@@ -95,3 +95,58 @@ def test_harness_l2_column_is_the_closed_form_robust_accuracy(one_thread):
     want = {r: float((d_true > r).float().mean()) for r in radii}
     assert got == pytest.approx(want, abs=1e-9)
     assert len(set(want.values())) >= 4, "the radii separate the examples"
+
+
+class Binary(nn.Module):
+    """Logits (u, -u) with u = w.x + b: one decision boundary, the hyperplane u = 0."""
+
+    def __init__(self, w: torch.Tensor, b: float):
+        super().__init__()
+        self.w, self.b = nn.Parameter(w, requires_grad=False), b
+
+    def forward(self, x):
+        u = x.flatten(1) @ self.w + self.b
+        return torch.stack([u, -u], 1)
+
+
+def box_constrained_distance(w: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """min ||delta|| s.t. w.delta <= -u and 0 <= x + delta <= 1, per row of x (float64).
+
+    KKT: delta_j = clip(-lam w_j, -x_j, 1 - x_j) for the smallest lam >= 0 with
+    w.delta(lam) = -u; w.delta(lam) decreases in lam, so bisection finds it.
+    """
+    lo, hi = torch.zeros(len(x), dtype=torch.float64), torch.full((len(x),), 1e3, dtype=torch.float64)
+    for _ in range(200):
+        lam = (lo + hi) / 2
+        delta = torch.maximum(torch.minimum(-lam[:, None] * w, 1 - x), -x)
+        short = delta @ w > -u  # not yet across the boundary
+        lo, hi = torch.where(short, lam, lo), torch.where(short, hi, lam)
+    return torch.maximum(torch.minimum(-hi[:, None] * w, 1 - x), -x).norm(dim=1)
+
+
+@pytest.mark.parametrize("text", ["fmn:steps=100"])
+def test_minimum_norm_attack_where_the_image_box_binds(text, one_thread):
+    """Like Fashion-MNIST's black background: half the pixels are 0 and the boundary's normal
+    points below 0 at some of them, so the box binds and the unconstrained distance u / ||w||
+    is too small; the minimal distance is the box-constrained one (a 1-d KKT search).
+
+    Not CW: it optimises in tanh space, where a pixel at exactly 0 or 1 sits at -+infinity
+    and practically cannot move, so it finds about 1.24x the distance here (it cannot raise
+    the black pixels the optimum raises); one reason ``l2min`` also runs FMN."""
+    g = torch.Generator().manual_seed(1)
+    n, d = 12, D
+    w = torch.randn(d, generator=g, dtype=torch.float64) / d**0.5 * 4
+    x = 0.3 + 0.4 * torch.rand(n, d, generator=g, dtype=torch.float64)
+    x[:, : d // 2] = 0.0
+    b = 0.3 - float((x @ w).min())  # every point in class 0, margins u from 0.3 up
+    u = x @ w + b
+    d_box = box_constrained_distance(w, x, u)
+    assert (d_box > 1.05 * u / w.norm()).all(), "the box binds: the constrained distance exceeds u / ||w||"
+    model = Binary(w.float(), b).eval()
+    xf = x.float().view(-1, 1, SIDE, SIDE)
+    y = torch.zeros(len(x), dtype=torch.long)
+    adv = build_attack(model, parse_spec(text), 2, 0)(xf, y)
+    with torch.no_grad():
+        assert (model(adv).argmax(1) != y).all()
+    ratio = (adv - xf).flatten(1).norm(dim=1).double() / d_box
+    assert float(ratio.min()) >= 1 - 1e-4 and float(ratio.max()) <= 1.01, ratio
