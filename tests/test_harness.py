@@ -148,12 +148,15 @@ def test_l2min_is_the_per_example_and_of_cw_and_fmn_and_reuses_their_runs(data, 
     rows = evaluate_subject(subject(tiny_net()), data, specs)
     assert sorted(calls) == ["cw", "fmn"], "each part runs once; the combined rows reuse the runs"
     by = {(r["attack"], r["epsilon"]): r for r in rows}
+    differ = 0
     for eps in radii:
         n = by["cw", eps]["n"]
         masks = {a: ev.unpack_mask(by[a, eps]["correct_mask"], n) for a in ("cw", "fmn", "l2min")}
         assert (masks["l2min"] == (masks["cw"] & masks["fmn"])).all()
+        differ += int((masks["cw"] != masks["fmn"]).sum())
         assert by["l2min", eps]["accuracy"] <= min(by["cw", eps]["accuracy"], by["fmn", eps]["accuracy"])
     assert by["l2min", 1.0]["accuracy"] < by["l2min", 0.05]["accuracy"]
+    assert differ > 0, "cw and fmn break different examples somewhere, so the AND is not trivial"
 
 
 def test_csv_rows_are_skipped_when_present_and_recomputed_with_force(data, tmp_path, monkeypatch):
