@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml Makefile
 	# torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints
 	# "ERROR: pip's dependency resolver ..." -- so nothing may be installed after it.
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
-	$(PY) -c "import torch, torchvision, torchattacks, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
 # Real Fashion-MNIST offline: Debian's dataset-fashion-mnist. Optional: tests build

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from attacks.registry import ATTACKS, build_attack
+from attacks.registry import ATTACKS, build_attack, component_specs
 from attacks.specs import AttackSpec
 from attacks.targets import targets_for
 from bench.checkpoint import load_run, load_weights, sha256_file
@@ -43,10 +43,12 @@ ROW_FIELDS = [
     "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
     "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
     "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
-    "data_fingerprint", "source", "torch", "torchattacks", "great_bench", "correct_mask",
+    "data_fingerprint", "source", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
 ]
-# Added after the first results were written: older CSVs without them are filled in on read.
+# Added after the first results were written: older CSVs without them are filled in on read
+# (the interval from n and accuracy; the foolbox version as unknown, "").
 INTERVAL_FIELDS = ("ci_low", "ci_high")
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox")
 # Slack for float rounding when checking that perturbations stay within epsilon.
 TOL = 1e-5
 
@@ -166,10 +168,28 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     return preds, norms, top
 
 
+def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.Tensor):
+    """Per example, the smallest adversarial perturbation over several minimum-norm runs.
+
+    Each run is (predictions, L2 norms, max norm) on the same examples. An example is broken
+    by a run iff its prediction differs from the true label; the combined run keeps the
+    smallest such norm (inf and the true label where no run broke it), so at every radius
+    an example counts as robust only if no run found an adversarial within that radius.
+    """
+    preds = torch.stack([p for p, _, _ in runs])                   # (runs, examples)
+    norms = torch.stack([d for _, d, _ in runs]).clone()
+    norms[preds == y] = torch.inf
+    d, which = norms.min(0)
+    p = torch.where(torch.isfinite(d), preds.gather(0, which[None]).squeeze(0), y)
+    top = float(d[torch.isfinite(d)].max()) if bool(torch.isfinite(d).any()) else 0.0
+    return p, d, top
+
+
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     v = versions()
-    return {"torch": v["torch"], "torchattacks": v["torchattacks"], "great_bench": v["great-bench"]}
+    return {"torch": v["torch"], "torchattacks": v["torchattacks"], "foolbox": v["foolbox"],
+            "great_bench": v["great-bench"]}
 
 
 # What identifies a row: the defense's name and seed are part of it, so two names whose
@@ -218,13 +238,22 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
             correct0 = clean_pred[:n] == y
             targets = targets_for(spec.mode, logits[:n], y, data.num_classes, eval_seed)
             idx = correct0.nonzero().squeeze(1)
-            rk = f"{spec.run_key()}|n={n}"
-            t0 = time.time()
-            if rk not in runs:
-                p, d, top = run_attack(model, spec, x[idx], y[idx], None if targets is None else targets[idx],
-                                       num_classes=data.num_classes, seed=eval_seed, batch_size=batch_size)
-                runs[rk] = (p, d, top, time.time() - t0)
-            p, d, top, secs = runs[rk]
+
+            def get_run(s: AttackSpec) -> tuple:
+                """One attack run on this n (cached: CW radii, and the parts of a combined entry)."""
+                rk = f"{s.run_key()}|n={n}"
+                if rk not in runs:
+                    if ATTACKS.get(s.name).combines:
+                        parts = [get_run(c) for c in component_specs(s)]
+                        runs[rk] = (*best_of([r[:3] for r in parts], y[idx]), sum(r[3] for r in parts))
+                    else:
+                        t0 = time.time()
+                        out = run_attack(model, s, x[idx], y[idx], None if targets is None else targets[idx],
+                                         num_classes=data.num_classes, seed=eval_seed, batch_size=batch_size)
+                        runs[rk] = (*out, time.time() - t0)
+                return runs[rk]
+
+            p, d, top, secs = get_run(spec)
             final = clean_pred[:n].clone()
             final[idx] = p
             hit_adv = torch.ones(n, dtype=torch.bool, device=y.device)
@@ -270,9 +299,9 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     csv_path = Path(csv_path)
 
     def prepare(existing: list[dict[str, str]]) -> list[dict[str, Any]]:
-        # Rows written before intervals were recorded get theirs from n and accuracy.
-        if existing and set(existing[0]) == set(ROW_FIELDS) - set(INTERVAL_FIELDS):
-            existing = [with_interval(r) for r in existing]
+        # Rows written before the later columns existed get them filled in.
+        if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
+            existing = [with_interval({"foolbox": "", **r}) for r in existing]
         if existing and set(existing[0]) != set(ROW_FIELDS):
             raise BenchError(f"{csv_path} has different columns than this version writes; "
                              "move it away or pass another output path")

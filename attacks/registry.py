@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable
 import torch.nn as nn
 
 from attacks.autoattack import standard_autoattack
+from attacks.carlini_wagner import carlini_wagner_l2
+from attacks.fmn import FMNL2
 from attacks.specs import CORE_KEYS, MODES, AttackSpec, parse_number, split_spec
 from bench.config import check_epsilon
 from bench.errors import BenchError
@@ -33,7 +35,8 @@ class AttackInfo:
     default_steps: int | None = None
     step_rule: Callable[[float, int | None], float] | None = None  # default step size
     restartable: bool = False          # restarts > 1 allowed (random start)
-    min_norm: bool = False             # eps is a radius applied after one run (CW)
+    min_norm: bool = False             # eps is a radius applied after one run (CW, FMN)
+    combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
     iterative: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
@@ -84,10 +87,22 @@ def _pgd(model, spec, num_classes, seed):
 
 
 def _cw(model, spec, num_classes, seed):
-    import torchattacks
+    if int(spec.param("search")) < 1:
+        raise BenchError(f"{spec.key()}: search (binary-search steps over c) must be at least 1; "
+                         "Carlini & Wagner use 9")
+    return carlini_wagner_l2(model, steps=spec.steps, binary_search_steps=int(spec.param("search")),
+                             initial_const=spec.param("c"), stepsize=spec.param("lr"),
+                             confidence=spec.param("kappa"), targeted=spec.targeted)
 
-    return configure(torchattacks.CW(model, c=spec.param("c"), kappa=spec.param("kappa"), steps=spec.steps,
-                                     lr=spec.param("lr")), spec)
+
+def _fmn(model, spec, num_classes, seed):
+    return FMNL2(model, steps=spec.steps, alpha0=spec.param("alpha0"), gamma0=spec.param("gamma0"),
+                 targeted=spec.targeted)
+
+
+def _combined(model, spec, num_classes, seed):
+    raise BenchError(f"{spec.name!r} reports the per-example best of {', '.join(ATTACKS.get(spec.name).combines)}; "
+                     "the harness (attacks.evaluate) runs those attacks and combines them")
 
 
 def _square(model, spec, num_classes, seed):
@@ -114,8 +129,34 @@ ATTACKS.add("pgd", AttackInfo(_pgd, norms=("Linf", "L2"), default_eps=0.1, defau
                               step_rule=lambda e, k: 2.5 * e / k, restartable=True, iterative=True,
                               doc="PGD (Madry et al.): random start, k steps of 2.5 eps/k, restarts"))
 ATTACKS.add("cw", AttackInfo(_cw, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
-                             iterative=True, extras={"c": 1.0, "kappa": 0.0, "lr": 0.01},
-                             doc="Carlini-Wagner L2: minimum-norm; accuracy at radius eps from one run"))
+                             iterative=True, extras={"search": 9, "c": 0.01, "kappa": 0.0, "lr": 0.01},
+                             doc="Carlini-Wagner L2 (foolbox): minimum-norm, per-example binary search over c "
+                                 "(search= steps, from c=), steps= Adam steps of lr= each; every radius from one run"))
+ATTACKS.add("fmn", AttackInfo(_fmn, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
+                              iterative=True, extras={"alpha0": 1.0, "gamma0": 0.05},
+                              doc="fast minimum-norm L2 (Pintor et al. 2021): adaptive radius, steps= iterations; "
+                                  "every radius from one run"))
+
+
+def combined_info(names: tuple[str, ...], doc: str) -> AttackInfo:
+    """A registry entry reporting the per-example best of the minimum-norm attacks ``names``.
+
+    It takes each part's parameters prefixed by the part's name (``cw_steps``, ``cw_c``,
+    ``fmn_steps``, ...), with the part's own defaults.
+    """
+    extras: dict[str, Any] = {}
+    for name in names:
+        part = ATTACKS.get(name)
+        if not part.min_norm or part.combines:
+            raise ValueError(f"{name!r} is not a single minimum-norm attack")
+        extras[f"{name}_steps"] = part.default_steps
+        extras.update({f"{name}_{k}": v for k, v in part.extras.items()})
+    return AttackInfo(_combined, norms=("L2",), default_eps=1.0, min_norm=True, iterative=True,
+                      combines=names, extras=extras, doc=doc)
+
+
+ATTACKS.add("l2min", combined_info(("cw", "fmn"), "minimum-norm L2: per example the smallest adversarial found by "
+                                                  "cw and fmn (their parameters prefixed: cw_steps=, fmn_steps=, ...)"))
 ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
                                  extras={"queries": 1000, "p_init": 0.8},
                                  doc="Square attack (Andriushchenko et al.): score-based black box"))
@@ -216,3 +257,19 @@ def sweep(attacks: Iterable[str], eps: Iterable[float] | None = None,
         for spec in expand(joined):
             out.setdefault(spec.key(), spec)
     return list(out.values())
+
+
+def component_specs(spec: AttackSpec) -> list[AttackSpec]:
+    """The attacks a combined entry (``l2min``) takes the per-example best of: same norm, mode
+    and n, and the parameters given to it with the part's prefix. The same attack listed on
+    its own in a sweep with the same settings has the same key, so the harness runs it once."""
+    out = []
+    for name in ATTACKS.get(spec.name).combines:
+        values = {"norm": spec.norm, "mode": spec.mode}
+        for key, value in spec.params:
+            if key.startswith(name + "_"):
+                values[key[len(name) + 1:]] = repr(value) if isinstance(value, float) else str(value)
+        if spec.n is not None:
+            values["n"] = str(spec.n)
+        out.append(build_spec(name, values))
+    return out

@@ -21,9 +21,15 @@ paper's Table 1 has targeted iFGSM weaker than targeted FGSM for every defense).
   union of all white-box attacks.
 - ``l2_contains_linf``: an L2 ball of radius r contains the Linf ball of radius e whenever
   e * sqrt(d) <= r (d = input dimension), so an L2 attack at r must break every example a
-  Linf attack broke at such an e. Examples the Linf attack broke but the L2 attack (CW)
-  left correct are a failed L2 attack, whatever the reason (masked gradients, a badly
-  scaled objective): the L2 column of that model is an overestimate.
+  Linf attack broke at such an e. Examples the Linf attack broke but the L2 attack left
+  correct are a failed L2 attack, whatever the reason (masked gradients, a badly scaled
+  objective): the L2 column of that model is an overestimate. When the sweep has a
+  combined minimum-norm entry (``l2min``, the table's L2 column) only it is checked: a
+  single attack it combines may miss examples the other one finds.
+
+Given the models and the evaluation images, ``masking_checks`` adds AutoAttack's sanity
+flags on the model itself (``bench.sanity``: determinism, zero input gradients,
+probabilities instead of logits, and the batch-size check), in the same result rows.
 
 The GREAT paper itself notes that GREAT alone obfuscates gradients (section 3, Table 1).
 """
@@ -37,6 +43,7 @@ import numpy as np
 from attacks.evaluate import unpack_mask
 from attacks.registry import ATTACKS
 from bench.data import DATASETS
+from bench.sanity import SANITY_CHECKS, SanityThresholds, sanity_checks
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,9 @@ def _input_dim(dataset: str) -> int | None:
 
 def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
     worst, detail = None, []
-    for l2 in (r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted"):
+    l2_rows = [r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted"]
+    combined = [r for r in l2_rows if ATTACKS.get(r["attack"]).combines]
+    for l2 in combined or l2_rows:
         d = _input_dim(str(l2.get("dataset", "")))
         if d is None:
             continue
@@ -199,16 +208,30 @@ CHECKS = {
 }
 
 
-def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds()) -> list[CheckResult]:
-    """All checks for every (defense, seed, checkpoint) in the rows."""
+def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds(), *, subjects=(), data=None,
+                   sanity: SanityThresholds = SanityThresholds(), n_sanity: int = 100) -> list[CheckResult]:
+    """All checks for every (defense, seed, checkpoint) in the rows; given ``subjects``
+    (``attacks.evaluate.Subject``) and ``data`` (an ``EvalSet``), also the sanity flags of
+    ``bench.sanity`` on the first ``n_sanity`` images (``n/a`` for a model not given)."""
     by_model: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         by_model.setdefault((str(r["defense"]), str(r["seed"]), str(r["checkpoint_sha256"])), []).append(r)
+    models = {(str(s.defense), str(s.seed), str(s.sha256)): s for s in subjects} if data is not None else {}
+    for key in models:
+        by_model.setdefault(key, [])
     out = []
     for (defense, seed, sha), rs in by_model.items():
         for name, (fn, th_name) in CHECKS.items():
             status, value, detail = fn(rs, thresholds)
             out.append(CheckResult(defense, seed, sha, name, status, value, getattr(thresholds, th_name), detail))
+        if models:
+            subject = models.get((defense, seed, sha))
+            if subject is None:
+                flags = {k: ("n/a", "", "", "model not given") for k in SANITY_CHECKS}
+            else:
+                n = min(n_sanity, len(data))
+                flags = sanity_checks(subject.model, data.x[:n], data.y[:n], sanity)
+            out += [CheckResult(defense, seed, sha, k, *v) for k, v in flags.items()]
     return out
 
 

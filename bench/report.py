@@ -2,7 +2,8 @@
 
 Rows are defenses; columns are train accuracy, no attack, non-targeted FGSM and iFGSM,
 targeted FGSM and iFGSM against the worst (least-likely) and a random target, all at the
-preset's epsilon, plus PGD, CW (at an L2 radius), AutoAttack and the per-example worst case
+preset's epsilon, plus PGD, minimum-norm L2 (per example the best of CW and FMN, at an L2
+radius), AutoAttack and the per-example worst case
 over every attack at that epsilon (``bench.worst_case``). Values are test accuracy in %
 with a 95% Wilson interval over the cell's n examples; over several training seeds, mean
 +- sample std and an interval that adds seed spread and test sampling (``bench.stats``).
@@ -54,7 +55,7 @@ COLUMNS = (
     Column("Targeted iFGSM", "Worst", "ifgsm", "worst"),
     Column("Targeted iFGSM", "Random", "ifgsm", "random"),
     Column("", "PGD", "pgd"),
-    Column("", "CW (L2)", "cw", at="cw"),
+    Column("", "Min-norm L2", "l2min", at="cw"),  # per example the best of CW and FMN
     Column("", "AutoAttack", "autoattack"),
 )
 
@@ -191,7 +192,8 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
 
 
 def _caption(t: Table) -> str:
-    extra = f"; CW at L2 radius {t.cw_radius:g}" if any(c.attack == "cw" for c in t.columns) else ""
+    extra = (f"; min-norm L2 (per example the smaller of CW and FMN) at radius {t.cw_radius:g}"
+             if any(c.attack == "l2min" for c in t.columns) else "")
     worst = ("; worst case: robust to every attack at that epsilon, per example, on the examples "
              "all of them ran on" if any(c.attack == WORST for c in t.columns) else "")
     if t.seeds > 1:

@@ -18,11 +18,11 @@ from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.masking import Thresholds, as_rows, masking_checks
 from bench.plots import plot_acc_vs_eps
-from bench.rows import write_rows
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
+from bench.rows import write_rows
 from bench.saliency import plot_saliency
+from bench.sanity import SanityThresholds
 from bench.worst_case import WORST_FIELDS, worst_case_rows
-
 
 
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
@@ -37,7 +37,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     comparison = compare(tables, reference) if reference else None
     comparison_md = comparison_markdown(comparison, tables) if comparison is not None else ""
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
-                                                     settings.near_zero)))
+                                                     settings.near_zero), subjects=subjects, data=data,
+                                    sanity=SanityThresholds(epsilon=settings.epsilon)))
     write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
                + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))

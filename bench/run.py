@@ -62,7 +62,7 @@ def describe_change(old: dict[str, Any], new: dict[str, Any], most: int = 4) -> 
 def versions() -> dict[str, str]:
     """Library versions recorded in every run's meta.json (and every result row)."""
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("torchvision", "torchattacks", "numpy", "safetensors"):
+    for mod in ("torchvision", "torchattacks", "foolbox", "numpy", "safetensors"):
         try:
             out[mod] = version(mod)
         except PackageNotFoundError:  # not installed: record its absence, do not fail training

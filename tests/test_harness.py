@@ -121,12 +121,42 @@ def test_cw_one_run_gives_accuracy_at_every_radius(data, monkeypatch):
     real = ev.run_attack
     monkeypatch.setattr(ev, "run_attack", lambda *a, **k: calls.append(1) or real(*a, **k))
     net = tiny_net()
-    rows = evaluate_subject(subject(net), data, sweep(["cw:eps=0.1|0.5|1|100,steps=30,c=10"]))
+    rows = evaluate_subject(subject(net), data, sweep(["cw:eps=0.1|0.5|1|100,steps=30"]))
     assert len(calls) == 1
     accs = [r["accuracy"] for r in sorted(rows, key=lambda r: r["epsilon"])]
     assert accs == sorted(accs, reverse=True) and accs[0] > accs[-1]
     # per example: broken at radius r exactly when CW found an adversarial example within r
     assert all(r["max_perturbation"] <= r["epsilon"] + 1e-5 for r in rows)
+
+
+def test_best_of_keeps_per_example_the_smallest_adversarial_norm():
+    y = torch.tensor([0, 1, 2, 3])
+    cw = (torch.tensor([5, 1, 7, 3]), torch.tensor([0.9, 0.1, 2.0, 0.0]), 2.0)   # example 1: not adversarial
+    fmn = (torch.tensor([6, 8, 2, 3]), torch.tensor([0.5, 1.5, 0.3, 0.0]), 1.5)  # examples 2, 3: not adversarial
+    p, d, top = ev.best_of([cw, fmn], y)
+    assert d.tolist() == [0.5, 1.5, 2.0, float("inf")]  # a small norm that did not flip the label is no adversarial
+    assert p.tolist() == [6, 8, 7, 3] and top == 2.0
+
+
+def test_l2min_is_the_per_example_and_of_cw_and_fmn_and_reuses_their_runs(data, monkeypatch):
+    calls = []
+    real = ev.run_attack
+    monkeypatch.setattr(ev, "run_attack", lambda m, s, *a, **k: calls.append(s.name) or real(m, s, *a, **k))
+    radii = (0.05, 0.2, 0.5, 1.0)
+    eps = "|".join(map(str, radii))
+    specs = sweep([f"cw:eps={eps},steps=10", f"fmn:eps={eps},steps=10", f"l2min:eps={eps},cw_steps=10,fmn_steps=10"])
+    rows = evaluate_subject(subject(tiny_net()), data, specs)
+    assert sorted(calls) == ["cw", "fmn"], "each part runs once; the combined rows reuse the runs"
+    by = {(r["attack"], r["epsilon"]): r for r in rows}
+    differ = 0
+    for eps in radii:
+        n = by["cw", eps]["n"]
+        masks = {a: ev.unpack_mask(by[a, eps]["correct_mask"], n) for a in ("cw", "fmn", "l2min")}
+        assert (masks["l2min"] == (masks["cw"] & masks["fmn"])).all()
+        differ += int((masks["cw"] != masks["fmn"]).sum())
+        assert by["l2min", eps]["accuracy"] <= min(by["cw", eps]["accuracy"], by["fmn", eps]["accuracy"])
+    assert by["l2min", 1.0]["accuracy"] < by["l2min", 0.05]["accuracy"]
+    assert differ > 0, "cw and fmn break different examples somewhere, so the AND is not trivial"
 
 
 def test_csv_rows_are_skipped_when_present_and_recomputed_with_force(data, tmp_path, monkeypatch):

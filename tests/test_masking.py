@@ -56,6 +56,35 @@ def test_l2_attack_that_misses_what_an_inner_linf_attack_broke_is_flagged():
     assert l2_contains_linf([linf, small], Thresholds())[0] == "n/a"
 
 
+def test_l2_check_judges_the_combined_min_norm_entry_when_the_sweep_has_one():
+    linf = row("pgd", 0.1, [0, 0, 1, 0], dataset="fashion-mnist", steps=10)
+    cw = row("cw", 3.0, [1, 0, 1, 1], norm="L2", dataset="fashion-mnist")      # misses 0 and 3
+    fmn = row("fmn", 3.0, [0, 1, 1, 0], norm="L2", dataset="fashion-mnist")    # misses 1
+    best = row("l2min", 3.0, [0, 0, 1, 0], norm="L2", dataset="fashion-mnist")  # cw AND fmn: the L2 column
+    assert l2_contains_linf([linf, cw, fmn], Thresholds(tol=0.1))[:2] == ("flag", 0.5)
+    assert l2_contains_linf([linf, cw, fmn, best], Thresholds(tol=0.1))[:2] == ("pass", 0.0)
+    worse = row("l2min", 3.0, [0, 1, 1, 0], norm="L2", dataset="fashion-mnist")
+    assert l2_contains_linf([linf, cw, fmn, worse], Thresholds(tol=0.1))[:2] == ("flag", 0.25)
+
+
+def test_masking_checks_add_the_sanity_flags_given_the_models():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Softmax(dim=1))
+    x = torch.rand(12, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    data = EvalSet(x, y, 3, "toy")
+    rows = [row("fgsm", 0.1, [1, 0, 1, 1])]
+    other = Subject(model, "softmax-net", 0, "toy", "t")
+    out = masking_checks(rows, subjects=[other], data=data)
+    by = {(r.defense, r.check): r for r in out}
+    assert by["softmax-net", "probability_outputs"].status == "flag"
+    assert by["softmax-net", "probability_outputs"].value == 1.0
+    assert by["d", "deterministic"].status == "n/a"  # rows of a model that was not given
+    assert {r.check for r in masking_checks(rows)} == {r.check for r in out if r.defense == "d"} - {
+        "deterministic", "zero_gradients", "probability_outputs", "batch_size"}
+
+
 class Quantise(nn.Module):
     """round(2x)/2: piecewise constant, so its gradient is zero almost everywhere."""
 

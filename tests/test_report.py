@@ -2,6 +2,7 @@
 import csv
 import io
 import re
+from importlib.metadata import version
 
 import pytest
 import torch
@@ -23,10 +24,10 @@ from bench.worst_case import worst_case_rows
 ACC = {  # defense -> seed -> (attack, mode, eps) -> accuracy
     "baseline": {0: {("none", "untargeted", 0.0): 0.90, ("fgsm", "untargeted", 0.1): 0.30,
                      ("ifgsm", "untargeted", 0.1): 0.02, ("fgsm", "worst", 0.1): 0.70,
-                     ("fgsm", "untargeted", 0.3): 0.10, ("cw", "untargeted", 1.0): 0.20},
+                     ("fgsm", "untargeted", 0.3): 0.10, ("l2min", "untargeted", 1.0): 0.20},
                  1: {("none", "untargeted", 0.0): 0.92, ("fgsm", "untargeted", 0.1): 0.34,
                      ("ifgsm", "untargeted", 0.1): 0.04, ("fgsm", "worst", 0.1): 0.72,
-                     ("fgsm", "untargeted", 0.3): 0.12, ("cw", "untargeted", 1.0): 0.22}},
+                     ("fgsm", "untargeted", 0.3): 0.12, ("l2min", "untargeted", 1.0): 0.22}},
     "great-ce": {0: {("none", "untargeted", 0.0): 0.88, ("fgsm", "untargeted", 0.1): 0.80,
                      ("ifgsm", "untargeted", 0.1): 0.75, ("fgsm", "worst", 0.1): 0.85,
                      ("fgsm", "untargeted", 0.3): 0.50}},
@@ -41,7 +42,7 @@ def fixture_rows():
             for (attack, mode, eps), acc in accs.items():
                 correct = torch.arange(N) < round(acc * N)
                 rows.append({k: "" for k in ROW_FIELDS} | {
-                    "dataset": "toy", "defense": d, "seed": seed, "attack": attack, "norm": "L2" if attack == "cw" else "Linf",
+                    "dataset": "toy", "defense": d, "seed": seed, "attack": attack, "norm": "L2" if attack == "l2min" else "Linf",
                     "epsilon": eps, "mode": mode, "accuracy": acc, "n": N, "train_accuracy": 0.99 - seed / 100,
                     "restarts": 1, "params": "{}", "spec": f"{attack}:eps={eps},mode={mode}",
                     "checkpoint_sha256": f"{d}{seed}", "correct_mask": pack_mask(correct)})
@@ -51,7 +52,7 @@ def fixture_rows():
 def test_table_layout_mean_std_over_seeds_and_intervals():
     [t] = build_tables(fixture_rows(), epsilon=0.1, cw_radius=1.0)
     labels = [c.name for c in t.columns]
-    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "CW (L2)",
+    assert labels == ["Train", "No attack", "Non-targeted FGSM", "Non-targeted iFGSM", "Targeted FGSM Worst", "Min-norm L2",
                       "Worst case Linf 0.1"]
     fgsm = next(c for c in COLUMNS if c.label == "FGSM" and c.mode == "untargeted")
     s = t.stat("baseline", fgsm)
@@ -65,7 +66,7 @@ def test_table_layout_mean_std_over_seeds_and_intervals():
     lo, hi = (100 * v for v in wilson(40, N))
     assert f"| 80.0 [{lo:.1f}, {hi:.1f}] |" in md
     assert "| Baseline | 98.5 ± 0.7 | 91.0 ± 1.4 [" in md
-    assert "32.0 ± 2.8 [" in md and "GRE(AT+CE)" in md and "–" in md  # great-ce has no CW value
+    assert "32.0 ± 2.8 [" in md and "GRE(AT+CE)" in md and "–" in md  # great-ce has no min-norm L2 value
     assert "| n (examples) | | 50 |" in md
     tex = to_latex([t])
     assert r"\begin{tabular}{lrrrrrrr}" in tex and r"32.0 $\pm$ 2.8 [" in tex
@@ -140,9 +141,9 @@ def test_rows_carry_their_interval_and_older_csvs_are_upgraded(tmp_path):
     row = with_interval({"accuracy": 0.8, "n": 10})
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson(8, 10), abs=1e-6)
     assert ROW_FIELDS[ROW_FIELDS.index("accuracy") + 1: ROW_FIELDS.index("accuracy") + 3] == ["ci_low", "ci_high"]
-    # a CSV written before the interval columns existed is read, filled in and extended
+    # a CSV written before the interval and foolbox columns existed is read, filled in and extended
     old = tmp_path / "rob.csv"
-    old_fields = [f for f in ROW_FIELDS if f not in ("ci_low", "ci_high")]
+    old_fields = [f for f in ROW_FIELDS if f not in ("ci_low", "ci_high", "foolbox")]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=old_fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -154,6 +155,7 @@ def test_rows_carry_their_interval_and_older_csvs_are_upgraded(tmp_path):
     evaluate([Subject(net, "lin", 0, "toy", "sha")], data, sweep(["none"]), old)
     got = read_rows(old)
     assert len(got) == 2 and all(r["ci_low"] != "" for r in got)
+    assert [r["foolbox"] for r in got] == ["", version("foolbox")]  # unknown for the old row
     assert float(got[0]["ci_high"]) == pytest.approx(wilson(45, 50)[1], abs=1e-6)
 
 
