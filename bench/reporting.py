@@ -32,6 +32,11 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
     results.mkdir(parents=True, exist_ok=True)
+    if subjects:
+        # Tables list defenses in order of first appearance: with the models given, that is
+        # their order (the preset's), not the CSV's, where a re-evaluated run comes last.
+        rank = {str(d): i for i, d in enumerate(dict.fromkeys(s.defense for s in subjects))}
+        rows = sorted(rows, key=lambda r: rank.get(str(r["defense"]), len(rank)))
     tables = build_tables(rows, settings.epsilon, settings.cw_radius)
     reference = default_reference(tables, against)
     comparison = compare(tables, reference) if reference else None

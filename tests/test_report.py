@@ -2,6 +2,7 @@
 import csv
 import io
 import re
+from types import SimpleNamespace
 from importlib.metadata import version
 
 import pytest
@@ -15,8 +16,10 @@ from attacks.registry import sweep
 from bench.cli import main
 from bench.compare import compare, default_reference
 from bench.errors import BenchError
+from bench.eval_settings import EvalSettings
 from bench.plots import curves, plot_acc_vs_eps
 from bench.report import COLUMNS, build_tables, to_csv, to_latex, to_markdown
+from bench.reporting import write_report
 from bench.saliency import plot_saliency, saliency
 from bench.stats import aggregate, mcnemar_exact, newcombe_paired, wilson
 from bench.worst_case import worst_case_rows
@@ -200,6 +203,20 @@ def test_report_command_writes_every_file(tmp_path, capsys):
     assert {r["defense"] for r in comp} == {"great-ce"} and {r["against"] for r in comp} == {"baseline"}
     assert "minus Baseline" in (tmp_path / "comparison.md").read_text()
     assert "minus Baseline" in (tmp_path / "table.md").read_text()  # printed beside the table
+
+
+def test_given_the_models_tables_follow_their_order_not_the_csvs(tmp_path):
+    # a re-evaluated run's rows come last in the CSV; the table still lists the preset's order
+    rows = fixture_rows()
+    rows = [r for r in rows if r["defense"] == "great-ce"] + [r for r in rows if r["defense"] != "great-ce"]
+    subjects = [SimpleNamespace(defense="baseline", seed=0, sha256="baseline0"),
+                SimpleNamespace(defense="great-ce", seed=0, sha256="great-ce0")]
+    write_report(rows, tmp_path, EvalSettings(), subjects=subjects, quiet=True)
+    md = (tmp_path / "table.md").read_text()
+    assert md.index("| Baseline ") < md.index("| GRE(AT+CE) ")
+    write_report(rows, tmp_path, EvalSettings(), quiet=True)  # without models: first appearance
+    md = (tmp_path / "table.md").read_text()
+    assert md.index("| GRE(AT+CE) ") < md.index("| Baseline ")
 
 
 @pytest.mark.parametrize("argv, msg", [
