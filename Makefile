@@ -24,17 +24,18 @@ bench: install data
 
 install: $(STAMP)
 
+# Comments here, not in the recipe, so that make does not echo them to the user.
+# - Empty find-links: ignore machine-local wheel folders (a CPU torch with no matching
+#   torchvision); take the pinned pair from the package index.
+# - torchattacks last, with --no-deps: it pins requests~=2.25.1 but never imports it. pip
+#   skips its conflict check for --no-deps installs, but any later install that touches
+#   torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints a dependency-
+#   resolver error line, so nothing may be installed after it.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# Empty find-links: ignore machine-local wheel folders (a CPU torch with no
-	# matching torchvision); take the pinned pair from the package index.
 	PIP_FIND_LINKS= $(PIP) install -q $(TORCH_PAIR)
 	$(PIP) install -q -e '.[test]'
-	# Last, with --no-deps: torchattacks pins requests~=2.25.1 but never imports it. pip
-	# skips its conflict check for --no-deps installs, but any later install that touches
-	# torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints
-	# "ERROR: pip's dependency resolver ..." -- so nothing may be installed after it.
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
