@@ -11,12 +11,12 @@ TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 TORCHATTACKS := torchattacks==3.5.1
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test bench install data clean-venv
+.PHONY: demo test bench install data browser clean-venv
 
 demo: install data
 	$(PY) -m bench run --preset quick
 
-test: install data
+test: install data browser
 	$(PY) -m pytest -q tests
 
 bench: install data
@@ -40,15 +40,26 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
+# apt_install PACKAGE, TEST, NOTE: install a Debian package unless TEST already holds, where
+# apt works (as root or with password-less sudo); otherwise print NOTE and go on.
+define apt_install
+	@if ! $(2) && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	  $$SUDO apt-get install -y -qq $(1) >/dev/null 2>&1 || \
+	  ( $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq $(1) >/dev/null 2>&1 ) || \
+	  echo "note: could not install $(1); $(3)"; \
+	fi
+endef
+
 # Real Fashion-MNIST offline: Debian's dataset-fashion-mnist. Optional: tests build
 # their own tiny files, and the CLI explains how else to get the data.
 data:
-	@if [ ! -f $(FMNIST_DEB) ] && command -v apt-get >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
-	  $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	  ( $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ) || \
-	  echo "note: could not install dataset-fashion-mnist; tests still run on generated files"; \
-	fi
+	$(call apt_install,dataset-fashion-mnist,[ -f $(FMNIST_DEB) ],tests still run on generated files)
+
+# Headless Chromium for the test that renders results/<preset>/index.html in a real
+# browser. Optional: without it that one test is skipped.
+browser:
+	$(call apt_install,chromium,command -v chromium >/dev/null 2>&1,the browser test of the HTML report is skipped)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -191,7 +191,7 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
     return tables
 
 
-def _caption(t: Table) -> str:
+def caption(t: Table) -> str:
     extra = (f"; min-norm L2 (per example the smaller of CW and FMN) at radius {t.cw_radius:g}"
              if any(c.attack == "l2min" for c in t.columns) else "")
     worst = ("; worst case: robust to every attack at that epsilon, per example, on the examples "
@@ -209,7 +209,7 @@ def to_markdown(tables: Sequence[Table]) -> str:
     out = []
     for t in tables:
         wide = t.wide().rename_axis("Method").reset_index()
-        out.append(f"**{_caption(t)}**\n")
+        out.append(f"**{caption(t)}**\n")
         out.append(wide.to_markdown(index=False, colalign=["left"] + ["right"] * len(t.columns),
                                     disable_numparse=True))
         out.append("")
@@ -228,7 +228,7 @@ def to_latex(tables: Sequence[Table]) -> str:
         wide.insert(0, ("", "Method"), [_tex(i) for i in wide.index])
         body = wide.to_latex(index=False, escape=False, multicolumn=True, multicolumn_format="c",
                              column_format="l" + "r" * len(t.columns))
-        out += [r"\begin{table}[t]", r"\centering", body.rstrip(), rf"\caption{{{_tex(_caption(t))}}}",
+        out += [r"\begin{table}[t]", r"\centering", body.rstrip(), rf"\caption{{{_tex(caption(t))}}}",
                 r"\end{table}", ""]
     return "\n".join(out)
 

@@ -16,6 +16,7 @@ from bench.atomic import write_text
 from bench.compare import compare, comparison_markdown, default_reference
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
+from bench.html_report import render
 from bench.masking import Thresholds, as_rows, masking_checks
 from bench.plots import plot_acc_vs_eps
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
@@ -28,7 +29,8 @@ from bench.worst_case import WORST_FIELDS, worst_case_rows
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
                  against: str | None = None, quiet: bool = False) -> list[Path]:
     """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
-    default GREAT when present), acc_vs_eps.png/.pdf, masking.csv and (given models) saliency.png."""
+    default GREAT when present), acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png,
+    and index.html: all of them on one self-contained page (``bench.html_report``)."""
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
     results.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
                + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
     write_text(results / "table.csv", to_csv(tables))
-    write_rows(results / "worst_case.csv", worst_case_rows(rows), WORST_FIELDS)
+    worst = worst_case_rows(rows)
+    write_rows(results / "worst_case.csv", worst, WORST_FIELDS)
     write_rows(results / "masking.csv", checks, list(checks[0]) if checks else ["defense"])
     plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
     written = [results / f for f in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv",
@@ -65,6 +68,16 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         idx = _one_per_class(data.y, settings.saliency_images)
         plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
         written.append(results / "saliency.png")
+    # Last: the page embeds the figures written above (and the tracks' tables when present).
+    page = render(f"great-bench results: {results.name}", tables, comparison=comparison, checks=checks,
+                  worst=worst, rows=rows, subjects=subjects,
+                  figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"),
+                           ("Saliency maps", results / "saliency.png")],
+                  tracks=[("Knowledge distillation (paper Table 3)", results / "distillation.md"),
+                          ("Multi-task learning (paper Table 4)", results / "multitask.md"),
+                          ("Multi-task weights per epoch", results / "multitask_weights.png")])
+    write_text(results / "index.html", page)
+    written.append(results / "index.html")
     if not quiet:
         for p in written:
             print(f"wrote {p}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
 
+from bench.atomic import write_text
 from bench.errors import BenchError
 from bench.pipeline import resolve_config, train_all
 from bench.defense_track import train_defense
@@ -260,3 +262,12 @@ def test_resume_with_no_saved_state_says_so(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot resume" in err[0] and "no saved training state" in err[0]
+
+
+def test_atomic_writes_get_the_permissions_of_a_normal_new_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "shared.html", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.html").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600

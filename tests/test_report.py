@@ -186,7 +186,7 @@ def test_report_command_writes_every_file(tmp_path, capsys):
     write_rows(tmp_path / "robustness.csv", fixture_rows())
     assert main(["report", "--preset", "smoke", "--results", str(tmp_path), "--quiet"]) == 0
     for name in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv", "acc_vs_eps.png",
-                 "acc_vs_eps.pdf"):
+                 "acc_vs_eps.pdf", "index.html"):
         assert (tmp_path / name).stat().st_size > 0, name
     masking = list(csv.DictReader(open(tmp_path / "masking.csv")))
     assert {r["check"] for r in masking} == {"iterative_vs_single", "monotone_in_eps", "large_eps",
