@@ -31,11 +31,12 @@ install: $(STAMP)
 #   skips its conflict check for --no-deps installs, but any later install that touches
 #   torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints a dependency-
 #   resolver error line, so nothing may be installed after it.
+# - The ray extra so that the tests run `run --executor ray` against a real local Ray.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	PIP_FIND_LINKS= $(PIP) install -q $(TORCH_PAIR)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,ray]'
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@

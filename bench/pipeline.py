@@ -17,6 +17,7 @@ from bench.data import load_dataset
 from bench.defense_track import model_spec_for, train_defense
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, eval_settings, sweep_specs
+from bench.executors import EXECUTORS, Job, JobContext
 from bench.reporting import write_report
 from bench.rows import merge_rows, read_rows
 from bench.settings import parse, parse_variant_arg
@@ -118,32 +119,43 @@ def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *,
 
 
 def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: str | Path | None = None,
-              data_dir: str | None = None, quiet: bool = False) -> Path:
-    """``great-bench run``: train every defense x seed, evaluate the preset's sweep, write the
-    report. Returns the results folder."""
+              data_dir: str | None = None, quiet: bool = False, executor: str = "local",
+              ray_address: str | None = None, cpus_per_task: int = 1) -> Path:
+    """``great-bench run``: every (defense or variant, seed) job trains its run and evaluates the
+    preset's sweep on the chosen executor (``bench.executors``: ``local`` or ``ray``); then the
+    report is written once. Returns the results folder. Failed jobs are reported after the
+    report of the others (``BenchError``); rerunning resumes: finished runs and computed rows
+    are skipped."""
+    run_executor = EXECUTORS.get(executor)
+    s = parse(cfg)
     runs_root = default_runs_root(cfg, out)
     results_dir = default_results_dir(cfg, results)
-    t0 = time.time()
-    runs = train_all(cfg, runs_root, data_dir=data_dir, quiet=quiet)
-    if not quiet:
-        print(f"trained {len(runs)} runs under {runs_root}")
-    train_seconds = time.time() - t0
     settings = eval_settings(cfg)
     specs = sweep_specs(settings.sweep)
     csv_path = results_dir / "robustness.csv"
+    jobs = [Job(defense, seed) for seed in s.train.seeds for defense in s.defenses_to_train()]
+    t0 = time.time()
+    done = run_executor(JobContext(cfg, runs_root, csv_path, settings, data_dir), jobs, quiet=quiet,
+                        address=ray_address, cpus_per_task=cpus_per_task)
     t1 = time.time()
-    _, subjects = evaluate_runs(runs, specs, csv_path, settings, data_dir=data_dir,
-                                device=cfg["train"].get("device"), quiet=quiet)
+    ok = [r for r in done if r.error is None]
+    failed = [r for r in done if r.error is not None]
+    if ok:
+        dev = resolve_device(cfg["train"].get("device"))
+        subjects = [subject_from_run(r.run_dir, dev) for r in ok]
+        # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
+        # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
+        shas, keys = {sub.sha256 for sub in subjects}, {spec.key() for spec in specs}
+        rows = merge_rows(csv_path, [], row_key, ROW_FIELDS,
+                          keep=lambda r: r["checkpoint_sha256"] in shas and r["spec"] in keys)
+        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+        write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)
     t2 = time.time()
-    # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
-    # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
-    shas, keys = {s.sha256 for s in subjects}, {spec.key() for spec in specs}
-    rows = merge_rows(csv_path, [], row_key, ROW_FIELDS,
-                      keep=lambda r: r["checkpoint_sha256"] in shas and r["spec"] in keys)
-    data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir,
-                        device=next(subjects[0].model.parameters()).device)
-    write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)
-    t3 = time.time()
-    print(f"time: train {train_seconds:.1f} s, attack {t2 - t1:.1f} s, report {t3 - t2:.1f} s "
-          f"(total {t3 - t0:.1f} s); results in {results_dir}")
+    print(f"time: {len(jobs)} jobs on the {executor} executor {t1 - t0:.1f} s (summed over jobs: train "
+          f"{sum(r.train_seconds for r in ok):.1f} s, attack {sum(r.eval_seconds for r in ok):.1f} s), report "
+          f"{t2 - t1:.1f} s (total {t2 - t0:.1f} s); results in {results_dir}")
+    if failed:
+        lines = "\n".join(f"  {r.job.label}: {r.error}" for r in failed)
+        raise BenchError(f"{len(failed)} of {len(jobs)} jobs failed (the others' runs and rows are kept; "
+                         f"rerun to retry only these):\n{lines}")
     return results_dir

@@ -8,6 +8,7 @@ from bench.commands.common import common_args, seed_args, variant_args
 from bench.config import preset_names
 from bench.data import DATASETS
 from bench.defense_track import train_defense
+from bench.executors import EXECUTORS
 from bench.models import MODELS
 from bench.pipeline import benchmark, default_runs_root, resolve_config
 from bench.settings import parse
@@ -42,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, seeds=args.seeds,
                          device=args.device, variants=args.variants)
-    benchmark(cfg, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet)
+    benchmark(cfg, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet,
+              executor=args.executor, ray_address=args.ray_address, cpus_per_task=args.ray_cpus_per_task)
     return 0
 
 
@@ -69,4 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="train these seeds (default: train.seeds)")
     p.add_argument("--out", default=None, help="runs root (default runs/<preset>)")
     p.add_argument("--results", default=None, help="report folder (default results/<preset>)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS.names(),
+                   help="where the (defense, seed) jobs run: in this process (default) or as Ray tasks")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="Ray cluster to join (e.g. auto, or host:6379); default: a local Ray instance")
+    p.add_argument("--ray-cpus-per-task", type=int, default=1, metavar="N",
+                   help="CPUs (and torch threads) per Ray task when the cluster has no GPUs (default 1)")
     p.set_defaults(func=cmd_run)
