@@ -98,12 +98,11 @@ class Board:
                                                                          dynamic_ncols=True)
 
     def set(self, label: str, state: str) -> None:
-        if self.states.get(label) == state:
-            return
-        finished = state in ("done", "failed") and self.states.get(label) not in ("done", "failed")
+        if self.states.get(label) in (state, "done", "failed"):
+            return  # final states stay: a task's last "evaluating" may be polled after its result
         self.states[label] = state
         if self.bar is not None:
-            self.bar.update(1 if finished else 0)
+            self.bar.update(1 if state in ("done", "failed") else 0)
             counts = {s: sum(v == s for v in self.states.values()) for s in STATES}
             self.bar.set_postfix_str(" ".join(f"{s} {n}" for s, n in counts.items() if n))
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.cli import main
 from bench.eval_settings import eval_settings
-from bench.executors import EXECUTORS, Job, JobContext
+from bench.executors import EXECUTORS, Board, Job, JobContext
 from bench.pipeline import benchmark, resolve_config
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra great-bench[ray] (make test installs it)")
@@ -68,3 +68,12 @@ def test_a_failing_task_leaves_the_others_and_says_which(tmp_path, tiny_data_dir
     # rerunning resumes: the finished job is reused, only the failed one runs (and fails) again
     assert main(argv) == 2
     assert len(list(csv.DictReader(open(res / "robustness.csv")))) == 9
+
+
+def test_job_board_keeps_final_states():
+    board = Board([Job("a", 0), Job("b", 0)], quiet=True)
+    board.set("a/seed0", "training")
+    board.set("a/seed0", "done")
+    board.set("a/seed0", "evaluating")  # a late poll of the task's last report
+    board.set("b/seed0", "failed")
+    assert board.states == {"a/seed0": "done", "b/seed0": "failed"}
