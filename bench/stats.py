@@ -208,3 +208,53 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     m = sum(v) / len(v)
     s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
     return m, s
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """A quantity measured once per training seed (an error, an RMSE, a difference between two
+    methods trained with the same seed): its mean, sample std and 95% t-interval."""
+
+    mean: float
+    std: float       # sample std over seeds (ddof = 1); 0 with one seed
+    seeds: int
+    ci_low: float    # nan with one seed: one run says nothing about the seed-to-seed spread
+    ci_high: float
+
+    @property
+    def verdict(self) -> str:
+        """'above 0' / 'below 0' when the interval excludes 0, else 'cannot tell'."""
+        if self.ci_low > 0:
+            return "above 0"
+        if self.ci_high < 0:
+            return "below 0"
+        return "cannot tell"
+
+
+def seed_interval(values: Sequence[float], conf: float = CONF) -> SeedInterval:
+    """Mean +- t_{k-1} s / sqrt(k) over k seeds (Student's t; exact for normal seed-to-seed
+    variation). For continuous metrics, whose test-set noise is already part of each seed's
+    value, and for paired differences (``paired_seed_difference``). With k = 3 the t factor is
+    4.30: three seeds separate only large effects."""
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size == 0:
+        raise BenchError("seed_interval of no values")
+    mean = float(v.mean())
+    if v.size == 1:
+        return SeedInterval(mean, 0.0, 1, math.nan, math.nan)
+    from scipy.stats import t
+
+    std = float(v.std(ddof=1))
+    h = float(t.ppf(0.5 + conf / 2, v.size - 1)) * std / math.sqrt(v.size)
+    return SeedInterval(mean, std, int(v.size), mean - h, mean + h)
+
+
+def paired_seed_difference(first: dict[int, float], second: dict[int, float], conf: float = CONF) -> SeedInterval:
+    """``first - second`` paired by training seed (both methods start from the same seed's
+    initial weights and batches): the t-interval of the per-seed differences (a paired t-test;
+    the interval excludes 0 exactly when the two-sided test rejects at 1 - conf). Only the
+    seeds both have are used."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        raise BenchError(f"no common seeds to pair: {sorted(first)} and {sorted(second)}")
+    return seed_interval([first[s] - second[s] for s in seeds], conf)

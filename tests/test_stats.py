@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchError
-from bench.stats import Paired, aggregate, half_width, mcnemar_exact, newcombe_paired, paired, wilson
+from bench.stats import (Paired, aggregate, half_width, mcnemar_exact, newcombe_paired, paired,
+                         paired_seed_difference, seed_interval, wilson)
 
 Z = 1.959963984540054  # the 97.5% normal quantile
 
@@ -119,3 +120,29 @@ def test_aggregate_rejects_bad_input():
         aggregate([0.5, 0.6], [10])
     with pytest.raises(BenchError, match=r"\[0, 1\]"):
         aggregate([50.0], [10])
+
+
+def test_seed_interval_on_hand_numbers():
+    # values 1, 2, 6: mean 3, s = sqrt(((-2)^2 + 1 + 3^2) / 2) = sqrt(7); t_{0.975, 2} = 4.302653
+    si = seed_interval([1.0, 2.0, 6.0])
+    assert si.mean == pytest.approx(3.0) and si.std == pytest.approx(math.sqrt(7)) and si.seeds == 3
+    h = 4.302652729911275 * math.sqrt(7) / math.sqrt(3)
+    assert (si.ci_low, si.ci_high) == (pytest.approx(3 - h), pytest.approx(3 + h))
+    one = seed_interval([0.7])
+    assert one.mean == 0.7 and one.std == 0 and math.isnan(one.ci_low) and one.verdict == "cannot tell"
+
+
+def test_paired_seed_difference_is_scipys_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    a = {0: 84.1, 1: 83.2, 2: 85.0, 3: 84.6}
+    b = {0: 82.0, 1: 82.9, 2: 83.1, 3: 82.2, 7: 99.0}  # seed 7 has no partner: ignored
+    d = paired_seed_difference(a, b)
+    ref = ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)]).confidence_interval(0.95)
+    assert d.seeds == 4
+    assert d.mean == pytest.approx(np.mean([a[s] - b[s] for s in range(4)]))
+    assert (d.ci_low, d.ci_high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert d.verdict == ("above 0" if ref.low > 0 else "cannot tell")
+    assert paired_seed_difference(b, a).verdict in ("below 0", "cannot tell")
+    with pytest.raises(BenchError, match="no common seeds"):
+        paired_seed_difference({0: 1.0}, {1: 1.0})

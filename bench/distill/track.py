@@ -22,6 +22,7 @@ from bench.data import DATASETS, Batches, ImageData, load_splits
 from bench.distill import DISTILLERS
 from bench.distill.base import OPTIMIZER_KEYS
 from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
+from bench.distill.report import table3_markdown
 from bench.distill.robustness import robust_accuracy
 from bench.distill.settings import REGIMES, Pair, check_fraction, resolve
 from bench.distill.teacher import load_teacher, train_teacher
@@ -30,7 +31,6 @@ from bench.models import ModelSpec, build_model
 from bench.method import Context, hp_keys
 from bench.rows import csv_text
 from bench.run import Run, method_identity
-from bench.stats import mean_std
 from bench.train import accuracy_on, fit, resolve_device
 
 
@@ -155,7 +155,7 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
                     m = meta["metrics"]
                     rows.append({"dataset": dataset, "student": pair.student, "teacher": pair.teacher,
                                  "method": method, "regime": regime, "fraction": fraction,
-                                 "n_train": len(data), "seed": seed, "epochs": epochs,
+                                 "n_train": len(data), "seed": seed, "epochs": epochs, "n_test": len(test),
                                  "test_acc": round(m["test_acc"], 6), "teacher_acc": round(t_acc, 6),
                                  "clean_acc": round(m["clean_acc"], 6), "fgsm_acc": round(m["fgsm_acc"], 6),
                                  "ifgsm_acc": round(m["ifgsm_acc"], 6), "epsilon": epsilon,
@@ -167,44 +167,3 @@ def run_track(cfg: dict[str, Any], *, runs_root: Path, results_dir: Path | None,
         write_text(Path(results_dir) / "distillation.csv", csv_text(rows))
         write_text(Path(results_dir) / "distillation.md", table3_markdown(rows, preset=cfg.get("preset")))
     return rows
-
-
-def _mean_std(values: list[float]) -> str:
-    mean, std = mean_std([100 * v for v in values])
-    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {std:.2f}"
-
-
-def table3_markdown(rows: list[dict[str, Any]], preset: str | None = None) -> str:
-    """Table 3's layout (methods x pair x regime, test accuracy %), then robustness per regime."""
-    pairs = list(dict.fromkeys((r["dataset"], r["student"], r["teacher"]) for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    seeds = sorted({r["seed"] for r in rows})
-    pick = lambda p, m, g, col: [r[col] for r in rows if (r["dataset"], r["student"], r["teacher"]) == p
-                                 and r["method"] == m and r["regime"] == g]
-    pct = lambda p, g: next(f"{100 * r['fraction']:g}%" for r in rows
-                            if (r["dataset"], r["student"], r["teacher"]) == p and r["regime"] == g)
-    out = [f"# Knowledge distillation (paper Table 3){f' -- preset `{preset}`' if preset else ''}", "",
-           f"Test accuracy (%), mean ± std over seeds {seeds}; dense = all of the preset's training set, "
-           "sparse = one fixed subset shared by every method.", ""]
-    head = ["Method"] + [f"{s}(S)+{t}(T) [{d}] {pct(p, g)}" for p in pairs for (d, s, t) in [p] for g in REGIMES]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out.append("| Teacher | " + " | ".join(_mean_std(pick(p, methods[0], g, "teacher_acc")[:1])
-                                          for p in pairs for g in REGIMES) + " |")
-    for m in methods:
-        out.append(f"| {m} | " + " | ".join(_mean_std(pick(p, m, g, "test_acc")) for p in pairs for g in REGIMES) + " |")
-    eps = rows[0]["epsilon"] if rows else None
-    n_eval = rows[0]["n_eval"] if rows else None
-    out += ["", f"## Robustness of the students (beyond the paper): accuracy (%) on {n_eval} test images, "
-                f"untargeted, epsilon {eps}", "",
-            "iFGSM = BIM with 10 steps of epsilon/10 (torchattacks), students in eval mode.", ""]
-    for p in pairs:
-        out += [f"### {p[1]}(S)+{p[2]}(T) [{p[0]}]", "", "| Method | Regime | Clean | FGSM | iFGSM | Train s |",
-                "|---|---|---|---|---|---|"]
-        for g in REGIMES:
-            for m in methods:
-                secs = pick(p, m, g, "seconds")
-                out.append(f"| {m} | {g} | {_mean_std(pick(p, m, g, 'clean_acc'))} | "
-                           f"{_mean_std(pick(p, m, g, 'fgsm_acc'))} | {_mean_std(pick(p, m, g, 'ifgsm_acc'))} | "
-                           f"{mean_std(secs)[0]:.1f} |")
-        out.append("")
-    return "\n".join(out) + "\n"

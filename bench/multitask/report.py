@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bench.atomic import atomic_path, write_text
 from bench.rows import csv_text, read_rows
-from bench.stats import mean_std
+from bench.stats import paired_seed_difference, seed_interval
 
 # Paper Table 4, CIFAR-10 columns (quoted for comparison; our runs regenerate the layout).
 PAPER_CIFAR10 = {
@@ -18,30 +18,62 @@ METHOD_TITLES = {"equal": "Equal", "uncertainty": "Uncertainty", "gradnorm": "Gr
 ROW_FIELDS = ("method", "seed", "task", "metric", "value")
 
 
+def _value(x: float, d: int) -> str:
+    return f"{x:.{d}f}"
+
+
+def error_cell(vals: list[float], d: int) -> str:
+    """'0.321 ± 0.001 [0.319, 0.323]': mean ± std [95% t-interval over seeds]."""
+    s = seed_interval(vals)
+    if s.seeds < 2:
+        return _value(s.mean, d)
+    # errors are non-negative: the t-interval is cut at 0
+    return f"{s.mean:.{d}f} ± {s.std:.{d}f} [{max(0.0, s.ci_low):.{d}f}, {s.ci_high:.{d}f}]"
+
+
+def difference_cell(first: dict[int, float], second: dict[int, float], d: int) -> str:
+    """GREAT minus another method, paired by seed: '-0.010 [-0.014, -0.006] (GREAT lower)'."""
+    s = paired_seed_difference(first, second)
+    if s.seeds < 2:
+        return f"{s.mean:+.{d}f} (one seed: no interval)"
+    word = {"below 0": "GREAT lower", "above 0": "GREAT higher", "cannot tell": "cannot tell"}[s.verdict]
+    return f"{s.mean:+.{d}f} [{s.ci_low:+.{d}f}, {s.ci_high:+.{d}f}] ({word})"
+
+
 def table_markdown(rows: list[dict], tasks, methods, caption: str) -> str:
     """Rows -> Table 4 layout: one row per method, one column per task (lower is better),
-    mean +- std over seeds, the best mean per column in bold."""
+    mean ± std [95% t-interval] over seeds, the best mean per column in bold; then the
+    paper's claim (GREAT best on edges and denoising) as GREAT minus each method, paired by
+    seed (every method starts from the same seed's weights and batches)."""
     digits = {"% error": 1, "RMSE": 3}
-    stats = {}
-    for m in methods:
-        for t in tasks:
-            vals = [r["value"] for r in rows if r["method"] == m and r["task"] == t.name]
-            stats[m, t.name] = mean_std(vals) if vals else None
-    best = {t.name: min((stats[m, t.name][0] for m in methods if stats[m, t.name]), default=None) for t in tasks}
+    values = {(m, t.name): {int(r["seed"]): float(r["value"]) for r in rows if r["method"] == m and r["task"] == t.name}
+              for m in methods for t in tasks}
+    best = {t.name: min((sum(v.values()) / len(v) for m in methods if (v := values[m, t.name])), default=None)
+            for t in tasks}
     lines = ["| Method | " + " | ".join(f"{t.title} ({t.metric})" for t in tasks) + " |",
              "|---|" + "---:|" * len(tasks)]
     for m in methods:
         cells = []
         for t in tasks:
-            st = stats[m, t.name]
-            if st is None:
+            v, d = values[m, t.name], digits[t.metric]
+            if not v:
                 cells.append("-")
                 continue
-            d = digits[t.metric]
-            n = sum(1 for r in rows if r["method"] == m and r["task"] == t.name)
-            text = f"{st[0]:.{d}f} ± {st[1]:.{d}f}" if n > 1 else f"{st[0]:.{d}f}"
-            cells.append(f"**{text}**" if round(st[0], d) == round(best[t.name], d) else text)
+            text = error_cell(list(v.values()), d)
+            mean = sum(v.values()) / len(v)
+            cells.append(f"**{text}**" if round(mean, d) == round(best[t.name], d) else text)
         lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(cells) + " |")
+    if "great" in methods and len(methods) > 1:
+        lines += ["", "## The paper's claim: GREAT has the lowest edge and denoising (auto) errors (Table 4)", "",
+                  "GREAT minus each method (negative: GREAT better), paired by seed: mean [95% t-interval of the "
+                  "per-seed differences]; a verdict only when the interval excludes 0.", "",
+                  "| GREAT minus | " + " | ".join(f"{t.title} ({t.metric})" for t in tasks) + " |",
+                  "|---|" + "---:|" * len(tasks)]
+        for m in methods:
+            if m != "great":
+                cells = [difference_cell(values["great", t.name], values[m, t.name], digits[t.metric])
+                         if values["great", t.name] and values[m, t.name] else "-" for t in tasks]
+                lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(cells) + " |")
     paper = ["", "Paper, Table 4 (CIFAR-10, ResNet-53 backbone, for reference):", "",
              "| Method | Class (% error) | Color (RMSE) | Edge (RMSE) | Auto (RMSE) |", "|---|---:|---:|---:|---:|"]
     for m, v in PAPER_CIFAR10.items():
