@@ -17,8 +17,10 @@ import pandas as pd
 from attacks.evaluate import unpack_mask
 from bench.errors import BenchError
 from bench.report import Table, display
-from bench.stats import paired
+from bench.stats import paired, paired_seed_difference
 
+SEED_FIELDS = ["dataset", "defense", "against", "column", "seeds", "mean_diff_pct", "ci_low_pct", "ci_high_pct",
+               "better", "worse", "cannot_say"]
 FIELDS = ["dataset", "defense", "against", "seed", "against_seed", "column", "n", "both", "only_defense",
           "only_against", "neither", "diff_pct", "ci_low_pct", "ci_high_pct", "p_value", "verdict"]
 
@@ -60,6 +62,31 @@ def compare(tables: list[Table], against: str) -> pd.DataFrame:
     return pd.DataFrame(out, columns=FIELDS)
 
 
+def across_seeds(comp: pd.DataFrame) -> pd.DataFrame:
+    """Per defense and column, over the seeds paired by id (seed k against seed k of the
+    reference): the mean of the per-seed accuracy differences with the t-interval over seeds
+    (a paired t-test on the seeds; it says whether the difference survives retraining, which
+    the per-example test on one seed cannot), and how many seeds' McNemar verdicts were
+    better / worse / cannot say. Only defenses with at least two paired seeds."""
+    out = []
+    same = comp[comp["seed"] == comp["against_seed"]] if not comp.empty else comp
+    for (dataset, defense, against, column), g in same.groupby(["dataset", "defense", "against", "column"], sort=False):
+        if len(g) < 2:
+            continue
+        d = paired_seed_difference(dict(zip(g["seed"], g["diff_pct"])), {k: 0.0 for k in g["seed"]})
+        counts = g["verdict"].value_counts()
+        out.append([dataset, defense, against, column, d.seeds, d.mean, d.ci_low, d.ci_high,
+                    int(counts.get("better", 0)), int(counts.get("worse", 0)), int(counts.get("cannot say", 0))])
+    return pd.DataFrame(out, columns=SEED_FIELDS)
+
+
+def across_seeds_text(r: pd.Series) -> str:
+    """'+12.3 [+8.1, +16.4] 3/0/0' (better/worse/cannot-say seeds); bold when the interval excludes 0."""
+    text = (f"{r['mean_diff_pct']:+.1f} [{r['ci_low_pct']:+.1f}, {r['ci_high_pct']:+.1f}] "
+            f"{r['better']}/{r['worse']}/{r['cannot_say']}")
+    return f"**{text}**" if r["ci_low_pct"] > 0 or r["ci_high_pct"] < 0 else text
+
+
 def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
@@ -97,4 +124,18 @@ def comparison_markdown(comp: pd.DataFrame, tables: list[Table]) -> str:
         out.append(wide.rename_axis("Method").reset_index().to_markdown(
             index=False, colalign=["left"] + ["right"] * len(names), disable_numparse=True))
         out.append("")
+        seeds = across_seeds(c)
+        if not seeds.empty:
+            k = int(seeds["seeds"].max())
+            order = {x: i for i, x in enumerate(t.defenses)}
+            seeds = seeds.sort_values("defense", key=lambda d: d.map(order), kind="stable")
+            wide = (seeds.assign(text=seeds.apply(across_seeds_text, axis=1), label=seeds["defense"].map(display))
+                    .pivot_table(index="label", columns="column", values="text", aggfunc="first")
+                    .reindex(index=list(dict.fromkeys(seeds["defense"].map(display))), columns=names).fillna("–"))
+            out.append(f"**{t.dataset}, across {k} training seeds: mean of the per-seed differences (points) "
+                       f"[95% t-interval over seeds: a paired t-test on the seeds] and the per-seed McNemar verdicts "
+                       f"better/worse/cannot say; bold: the interval excludes 0.**\n")
+            out.append(wide.rename_axis("Method").reset_index().to_markdown(
+                index=False, colalign=["left"] + ["right"] * len(names), disable_numparse=True))
+            out.append("")
     return "\n".join(out)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from bench.compare import comparison_text
+from bench.compare import across_seeds, across_seeds_text, comparison_text
 from bench.report import Table, caption, cell_text, display
 
 # Sorting: a header click orders the body rows by each cell's data-v (numbers; empty last),
@@ -148,6 +148,36 @@ def comparison_table(comp: pd.DataFrame, t: Table) -> str:
             "examples), [95% Newcombe paired interval] and exact McNemar p. Green: better (p &lt; 0.05 and the "
             "interval above 0); red: worse; plain: the data cannot say.</p>"
             f'<div class="wide"><table class="sortable" id="comparison-{_e(t.dataset)}"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
+
+
+def across_seeds_table(comp: pd.DataFrame, t: Table) -> str:
+    """Per defense and column over the paired seeds: mean difference, t-interval over seeds and
+    the per-seed verdict counts; green / red when the interval excludes 0."""
+    s = across_seeds(comp[comp["dataset"] == t.dataset])
+    if s.empty:
+        return ""
+    names = [col.name for col in t.columns if col.name in set(s["column"])]
+    head = "".join(f"<th>{_e(n)}</th>" for n in ["Method", *names])
+    order = {d: i for i, d in enumerate(t.defenses)}
+    body = []
+    for d, g in sorted(s.groupby("defense", sort=False), key=lambda kv: order.get(kv[0], len(order))):
+        by = {r["column"]: r for _, r in g.iterrows()}
+        cells = [f'<td data-v="{_e(display(d))}">{_e(display(d))}</td>']
+        for name in names:
+            r = by.get(name)
+            if r is None:
+                cells.append('<td data-v="">–</td>')
+                continue
+            cls = "better" if r["ci_low_pct"] > 0 else "worse" if r["ci_high_pct"] < 0 else ""
+            cells.append(f'<td class="{cls}" data-v="{_num(r["mean_diff_pct"])}" title="{_e(r["seeds"])} seeds; '
+                         f'McNemar per seed better/worse/cannot say">{_e(across_seeds_text(r).strip("*"))}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    k = int(s["seeds"].max())
+    return (f'<p class="caption">{_e(t.dataset)}, across {k} training seeds: mean of the per-seed differences '
+            "(points) [95% t-interval over seeds] and the per-seed McNemar verdicts better/worse/cannot say. "
+            "Green or red: the interval excludes 0 (the difference survives retraining).</p>"
+            f'<div class="wide"><table class="sortable" id="across-seeds-{_e(t.dataset)}"><thead><tr>{head}</tr>'
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -275,7 +305,7 @@ def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | No
     parts += [robustness_table(t) for t in tables]
     if comparison is not None and not comparison.empty:
         parts.append("<h2 id='comparison'>Paired comparison</h2>")
-        parts += [comparison_table(comparison, t) for t in tables]
+        parts += [comparison_table(comparison, t) + across_seeds_table(comparison, t) for t in tables]
     if worst:
         parts += ["<h2 id='worst'>Worst case per example</h2>",
                   "<p>An example counts as robust only if it survives every attack and mode run at that norm "

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from bench.atomic import write_text
-from bench.compare import compare, comparison_markdown, default_reference
+from bench.compare import across_seeds, compare, comparison_markdown, default_reference
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.html_report import render
@@ -61,6 +61,11 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
                                                                  lineterminator="\n"))
         written += [results / "comparison.md", results / "comparison.csv"]
+        seeds = across_seeds(comparison)
+        if not seeds.empty:
+            write_text(results / "comparison_seeds.csv", seeds.to_csv(index=False, float_format="%.6g",
+                                                                      lineterminator="\n"))
+            written.append(results / "comparison_seeds.csv")
     if subjects and data is not None:
         first: dict[str, Any] = {}
         for s in subjects:  # one model per defense (the first seed)

@@ -14,7 +14,7 @@ import numpy as np
 from attacks.evaluate import ROW_FIELDS, EvalSet, Subject, evaluate, pack_mask, read_rows, with_interval, write_rows
 from attacks.registry import sweep
 from bench.cli import main
-from bench.compare import compare, default_reference
+from bench.compare import across_seeds, compare, comparison_markdown, default_reference
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
 from bench.plots import curves, plot_acc_vs_eps
@@ -129,6 +129,39 @@ def test_comparison_pairs_the_same_examples_against_the_reference():
     assert r["verdict"] == "cannot say"
     with pytest.raises(BenchError, match="not a defense of these rows; valid: great, mine"):
         default_reference(tables, "gerat")
+
+
+def test_across_seeds_is_a_paired_t_test_on_the_per_seed_differences():
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(0)
+    rows, diffs = [], []
+    for seed in (0, 1, 2):
+        ref = rng.random(200) < 0.3
+        new = rng.random(200) < 0.3 + 0.1 * seed  # the gap grows with the seed
+        rows += [masks_row("great", "none", "untargeted", 0.0, [1] * 200, seed),
+                 masks_row("great", "fgsm", "untargeted", 0.1, ref, seed),
+                 masks_row("mine", "none", "untargeted", 0.0, [1] * 200, seed),
+                 masks_row("mine", "fgsm", "untargeted", 0.1, new, seed)]
+        diffs.append(100 * (new.mean() - ref.mean()))
+    tables = build_tables(rows, epsilon=0.1)
+    comp = compare(tables, "great")
+    s = across_seeds(comp)
+    r = s[s["column"] == "Non-targeted FGSM"].iloc[0]
+    ci = ttest_1samp(diffs, 0.0).confidence_interval(0.95)
+    assert r["seeds"] == 3 and r["mean_diff_pct"] == pytest.approx(np.mean(diffs))
+    assert (r["ci_low_pct"], r["ci_high_pct"]) == pytest.approx((ci.low, ci.high))
+    per_seed = comp[comp["column"] == "Non-targeted FGSM"]["verdict"].value_counts()
+    assert (r["better"], r["worse"], r["cannot_say"]) == (
+        per_seed.get("better", 0), per_seed.get("worse", 0), per_seed.get("cannot say", 0))
+    assert "across 3 training seeds" in comparison_markdown(comp, tables)
+    from bench.html_report import across_seeds_table
+
+    html = across_seeds_table(comp, tables[0])
+    assert 'id="across-seeds-toy"' in html and f"{r['mean_diff_pct']:+.1f} [{r['ci_low_pct']:+.1f}," in html
+    assert ('class="better"' in html) == (r["ci_low_pct"] > 0)
+    # one seed: no across-seeds summary
+    assert across_seeds(compare(build_tables(rows[:4], epsilon=0.1), "great")).empty
 
 
 def test_curve_bands_are_the_intervals(tmp_path):
