@@ -91,6 +91,7 @@ def run_multitask(cfg: dict[str, Any], *, out: Path, results: Path, data_dir: st
             logs.setdefault(method, []).extend(read_log(run_dir / "train_log.csv"))
     caption = (f"# Multi-task learning ({cfg.get('preset', 'custom')}): {s.dataset}, encoder {s.encoder}, "
                f"{s.epochs} epochs, seeds {list(s.seeds)}\n\nTest errors, lower is better "
-               f"(classification % error, RMSE for dense tasks), mean ± std over seeds; best per column in bold. "
+               f"(classification % error, RMSE for dense tasks), mean ± std [95% t-interval] over seeds; "
+               f"best per column in bold. "
                f"Weight trajectories: multitask_weights.png.")
     return write_outputs(Path(results), rows, list(s.tasks), list(s.methods), logs, caption)
