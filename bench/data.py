@@ -1,7 +1,7 @@
 """Datasets held as one uint8 tensor on the device; batches sliced and augmented there.
 
 Each dataset is read once from its real on-disk format (idx.gz for MNIST/Fashion-MNIST,
-CIFAR-10 python batches, SVHN .mat) into ``ImageData``: images (N, C, H, W) uint8 and
+the CIFAR-10 binary version, SVHN .mat) into ``ImageData``: images (N, C, H, W) uint8 and
 labels (N,) int64. Augmentation (pad-and-crop, flip) runs per batch on the device, as
 fast CIFAR trainers do; no per-sample Python transforms in the hot loop.
 """
@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.safe_unpickle import load_data_batch  # restricted: plain data and numpy arrays only
 
 DEFAULT_DATA_DIR = Path(os.environ.get("GREAT_BENCH_DATA", Path.home() / ".cache" / "great-bench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -86,7 +85,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     augment: str  # default training augmentation, see AUGMENTATIONS
     reader: Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]
-    torchvision_name: str
+    fetch: Callable[[Path, str], None]  # download the split's original files into a folder
     debian_dir: Path | None = None
 
 
@@ -136,19 +135,55 @@ def _idx_reader(torchvision_folder: str) -> Callable[[Path, str], tuple[np.ndarr
     return read
 
 
+# The CIFAR-10 *binary* version: fixed 3073-byte records (label byte, then 3 x 32 x 32 pixels,
+# channel-major). The "python version" that torchvision downloads is a set of pickles, and
+# great-bench never unpickles: a pickle can run code when it is loaded.
+CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # published on the dataset's page
+_CIFAR10_RECORD = 1 + 3 * 32 * 32
+
+
+def _read_cifar10_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _CIFAR10_RECORD:
+        raise BenchError(f"{path} is not a CIFAR-10 binary batch: {raw.size} bytes is not a whole number of "
+                         f"{_CIFAR10_RECORD}-byte records (label byte + 3x32x32 pixels)")
+    records = raw.reshape(-1, _CIFAR10_RECORD)
+    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
+
+
 def _cifar10_reader(root: Path, split: str):
-    folder = next((f for f in (root / "cifar-10-batches-py", root) if (f / "test_batch").is_file()), None)
+    folder = next((f for f in (root / "cifar-10-batches-bin", root) if (f / "test_batch.bin").is_file()), None)
     if folder is None:
+        pickled = next((f for f in (root / "cifar-10-batches-py", root) if (f / "test_batch").is_file()), None)
+        if pickled is not None:
+            raise BenchError(f"{pickled} holds the CIFAR-10 python version (pickles), which great-bench does not "
+                             f"load (unpickling can run code); put the binary version ({CIFAR10_BINARY_URL}, "
+                             f"folder cifar-10-batches-bin) there, or run once online to download it")
         return None
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    xs, ys = [], []
-    for n in names:
-        if not (folder / n).is_file():
-            raise BenchError(f"CIFAR-10 folder {folder} lacks {n}")
-        batch = load_data_batch(folder / n)
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise BenchError(f"CIFAR-10 folder {folder} lacks {', '.join(missing)}")
+    xs, ys = zip(*(_read_cifar10_binary(folder / n) for n in names))
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _fetch_cifar10_binary(root: Path, split: str) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    download_and_extract_archive(CIFAR10_BINARY_URL, str(root), md5=CIFAR10_BINARY_MD5)
+
+
+def _torchvision_fetch(cls_name: str, **split_kwargs: Callable[[str], Any]) -> Callable[[Path, str], None]:
+    """Download through the torchvision dataset class; ``split_kwargs`` map our split to its
+    constructor arguments (``train=True`` for MNIST, ``split='train'`` for SVHN)."""
+    def fetch(root: Path, split: str) -> None:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, cls_name)(str(root), download=True, **{k: f(split) for k, f in split_kwargs.items()})
+
+    return fetch
 
 
 def _svhn_reader(root: Path, split: str):
@@ -166,15 +201,16 @@ def _svhn_reader(root: Path, split: str):
 
 DATASETS.add("fashion-mnist", DatasetSpec(
     "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "none", _idx_reader("FashionMNIST"),
-    "FashionMNIST", DEBIAN_FASHION_MNIST))
+    _torchvision_fetch("FashionMNIST", train=lambda s: s == "train"), DEBIAN_FASHION_MNIST))
 DATASETS.add("mnist", DatasetSpec(
-    "mnist", 1, 28, 10, (0.1307,), (0.3081,), "none", _idx_reader("MNIST"), "MNIST"))
+    "mnist", 1, 28, 10, (0.1307,), (0.3081,), "none", _idx_reader("MNIST"),
+    _torchvision_fetch("MNIST", train=lambda s: s == "train")))
 DATASETS.add("cifar10", DatasetSpec(
     "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop-flip",
-    _cifar10_reader, "CIFAR10"))
+    _cifar10_reader, _fetch_cifar10_binary))
 DATASETS.add("svhn", DatasetSpec(
     "svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop",
-    _svhn_reader, "SVHN"))
+    _svhn_reader, _torchvision_fetch("SVHN", split=lambda s: s)))
 
 
 def _search_roots(spec: DatasetSpec, data_dir: Path) -> list[Path]:
@@ -185,15 +221,9 @@ def _search_roots(spec: DatasetSpec, data_dir: Path) -> list[Path]:
 
 
 def _download(spec: DatasetSpec, data_dir: Path, split: str) -> Path:
-    import torchvision.datasets as tvd
-
     root = data_dir / spec.name
     root.mkdir(parents=True, exist_ok=True)
-    cls = getattr(tvd, spec.torchvision_name)
-    if spec.name == "svhn":
-        cls(str(root), split=split, download=True)
-    else:
-        cls(str(root), train=(split == "train"), download=True)
+    spec.fetch(root, split)
     return root
 
 
@@ -226,7 +256,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | Path | None
             raise BenchError(
                 f"dataset {name!r} ({split}) not found. Searched: {', '.join(map(str, roots))}. "
                 f"Download failed ({type(exc).__name__}: {str(exc)[:120]}). Get it by running once "
-                f"online (torchvision downloads it to {data_dir / spec.name}){debian}, or pass "
+                f"online (it is downloaded to {data_dir / spec.name}){debian}, or pass "
                 f"--data-dir pointing at a folder with the original files."
             ) from None
     if found is None:

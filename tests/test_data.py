@@ -1,7 +1,6 @@
 """Datasets in each real on-disk format, through the same code path users hit."""
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -30,36 +29,39 @@ def test_torchvision_raw_layout_is_found(tmp_path):
 
 def _cifar_batch(path, n, seed):
     images, labels = make_images(n, 3, 32, seed=seed)
-    with open(path, "wb") as f:  # the format of the official CIFAR-10 python batches
-        pickle.dump({b"batch_label": b"x", b"labels": labels.tolist(), b"data": images.reshape(n, -1),
-                     b"filenames": [b"f"] * n}, f, protocol=2)
+    # the official CIFAR-10 binary version: per image one label byte, then 3072 pixel bytes (CHW)
+    records = np.concatenate([labels.astype(np.uint8)[:, None], images.reshape(n, -1)], axis=1)
+    path.write_bytes(records.tobytes())
     return images, labels
 
 
-def test_cifar10_python_batches(tmp_path):
-    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+def test_cifar10_binary_batches(tmp_path):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
-    want = [_cifar_batch(folder / f"data_batch_{i}", 4, i) for i in range(1, 6)]
-    test_imgs, test_labels = _cifar_batch(folder / "test_batch", 6, 9)
+    want = [_cifar_batch(folder / f"data_batch_{i}.bin", 4, i) for i in range(1, 6)]
+    test_imgs, test_labels = _cifar_batch(folder / "test_batch.bin", 6, 9)
     train = load_dataset("cifar10", "train", data_dir=tmp_path)
     assert train.images.shape == (20, 3, 32, 32)
     assert np.array_equal(train.images.numpy(), np.concatenate([w[0] for w in want]))
+    assert np.array_equal(train.labels.numpy(), np.concatenate([w[1] for w in want]))
     test = load_dataset("cifar10", "test", data_dir=tmp_path)
-    assert np.array_equal(test.labels.numpy(), test_labels)
+    assert np.array_equal(test.images.numpy(), test_imgs) and np.array_equal(test.labels.numpy(), test_labels)
 
 
-def test_cifar10_batch_with_code_is_refused(tmp_path):
-    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+def test_cifar10_truncated_or_python_version_is_a_clear_error(tmp_path):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-bin"
     folder.mkdir(parents=True)
-
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": Evil(), "labels": [0]}, f)
-    with pytest.raises(BenchError, match="refusing to load builtins.print"):
+    _cifar_batch(folder / "test_batch.bin", 2, 0)
+    with open(folder / "test_batch.bin", "ab") as f:
+        f.write(b"\x00" * 10)  # a partial record
+    with pytest.raises(BenchError, match="not a whole number of 3073-byte records"):
         load_dataset("cifar10", "test", data_dir=tmp_path)
+    # the pickled "python version" is never loaded: the message says what to get instead
+    py = tmp_path / "py" / "cifar10" / "cifar-10-batches-py"
+    py.mkdir(parents=True)
+    (py / "test_batch").write_bytes(b"not read")
+    with pytest.raises(BenchError, match="python version .*cifar-10-binary.tar.gz"):
+        load_dataset("cifar10", "test", data_dir=tmp_path / "py")
 
 
 def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
