@@ -17,7 +17,7 @@ import pandas as pd
 from attacks.evaluate import unpack_mask
 from bench.errors import BenchError
 from bench.report import Table, display
-from bench.stats import paired, paired_seed_difference
+from bench.stats import paired, seed_interval
 
 SEED_FIELDS = ["dataset", "defense", "against", "column", "seeds", "mean_diff_pct", "ci_low_pct", "ci_high_pct",
                "better", "worse", "cannot_say"]
@@ -73,7 +73,7 @@ def across_seeds(comp: pd.DataFrame) -> pd.DataFrame:
     for (dataset, defense, against, column), g in same.groupby(["dataset", "defense", "against", "column"], sort=False):
         if len(g) < 2:
             continue
-        d = paired_seed_difference(dict(zip(g["seed"], g["diff_pct"])), {k: 0.0 for k in g["seed"]})
+        d = seed_interval(g["diff_pct"])  # each value is already a paired (same seed) difference
         counts = g["verdict"].value_counts()
         out.append([dataset, defense, against, column, d.seeds, d.mean, d.ci_low, d.ci_high,
                     int(counts.get("better", 0)), int(counts.get("worse", 0)), int(counts.get("cannot say", 0))])
@@ -97,7 +97,7 @@ def comparison_text(r: pd.Series) -> str:
     return f"**{text}**" if r["verdict"] != "cannot say" else text
 
 
-def comparison_markdown(comp: pd.DataFrame, tables: list[Table]) -> str:
+def comparison_markdown(comp: pd.DataFrame, tables: list[Table], seeds: pd.DataFrame | None = None) -> str:
     """One table per dataset beside the robustness table: defenses x columns of differences."""
     if comp.empty:
         return ""
@@ -124,14 +124,15 @@ def comparison_markdown(comp: pd.DataFrame, tables: list[Table]) -> str:
         out.append(wide.rename_axis("Method").reset_index().to_markdown(
             index=False, colalign=["left"] + ["right"] * len(names), disable_numparse=True))
         out.append("")
-        seeds = across_seeds(c)
-        if not seeds.empty:
-            k = int(seeds["seeds"].max())
+        s = (seeds if seeds is not None else across_seeds(comp))
+        s = s[s["dataset"] == t.dataset]
+        if not s.empty:
+            k = int(s["seeds"].max())
             order = {x: i for i, x in enumerate(t.defenses)}
-            seeds = seeds.sort_values("defense", key=lambda d: d.map(order), kind="stable")
-            wide = (seeds.assign(text=seeds.apply(across_seeds_text, axis=1), label=seeds["defense"].map(display))
+            s = s.sort_values("defense", key=lambda d: d.map(order), kind="stable")
+            wide = (s.assign(text=s.apply(across_seeds_text, axis=1), label=s["defense"].map(display))
                     .pivot_table(index="label", columns="column", values="text", aggfunc="first")
-                    .reindex(index=list(dict.fromkeys(seeds["defense"].map(display))), columns=names).fillna("–"))
+                    .reindex(index=list(dict.fromkeys(s["defense"].map(display))), columns=names).fillna("–"))
             out.append(f"**{t.dataset}, across {k} training seeds: mean of the per-seed differences (points) "
                        f"[95% t-interval over seeds: a paired t-test on the seeds] and the per-seed McNemar verdicts "
                        f"better/worse/cannot say; bold: the interval excludes 0.**\n")

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from bench.compare import across_seeds, across_seeds_text, comparison_text
+from bench.compare import across_seeds_text, comparison_text
 from bench.report import Table, caption, cell_text, display
 
 # Sorting: a header click orders the body rows by each cell's data-v (numbers; empty last),
@@ -151,10 +151,10 @@ def comparison_table(comp: pd.DataFrame, t: Table) -> str:
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def across_seeds_table(comp: pd.DataFrame, t: Table) -> str:
-    """Per defense and column over the paired seeds: mean difference, t-interval over seeds and
-    the per-seed verdict counts; green / red when the interval excludes 0."""
-    s = across_seeds(comp[comp["dataset"] == t.dataset])
+def across_seeds_table(seeds: pd.DataFrame, t: Table) -> str:
+    """``bench.compare.across_seeds`` rows as a table: per defense and column the mean difference,
+    t-interval over seeds and per-seed verdict counts; green / red when the interval excludes 0."""
+    s = seeds[seeds["dataset"] == t.dataset]
     if s.empty:
         return ""
     names = [col.name for col in t.columns if col.name in set(s["column"])]
@@ -294,9 +294,9 @@ def markdown_tables(text: str) -> str:
     return "".join(out)
 
 
-def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | None, checks: Sequence[dict],
-           worst: Sequence[dict], rows: Sequence[dict], subjects=(), figures: Sequence[tuple[str, Path]] = (),
-           tracks: Sequence[tuple[str, Path]] = ()) -> str:
+def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | None, seeds: pd.DataFrame | None,
+           checks: Sequence[dict], worst: Sequence[dict], rows: Sequence[dict], subjects=(),
+           figures: Sequence[tuple[str, Path]] = (), tracks: Sequence[tuple[str, Path]] = ()) -> str:
     """The whole page as one string."""
     parts = [f"<h1>{_e(title)}</h1>",
              "<p>Test accuracy (%) with 95% intervals; click a column header to sort. Hover a cell of the "
@@ -305,7 +305,8 @@ def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | No
     parts += [robustness_table(t) for t in tables]
     if comparison is not None and not comparison.empty:
         parts.append("<h2 id='comparison'>Paired comparison</h2>")
-        parts += [comparison_table(comparison, t) + across_seeds_table(comparison, t) for t in tables]
+        parts += [comparison_table(comparison, t) + (across_seeds_table(seeds, t) if seeds is not None else "")
+                  for t in tables]
     if worst:
         parts += ["<h2 id='worst'>Worst case per example</h2>",
                   "<p>An example counts as robust only if it survives every attack and mode run at that norm "

@@ -42,7 +42,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     tables = build_tables(rows, settings.epsilon, settings.cw_radius)
     reference = default_reference(tables, against)
     comparison = compare(tables, reference) if reference else None
-    comparison_md = comparison_markdown(comparison, tables) if comparison is not None else ""
+    seeds = across_seeds(comparison) if comparison is not None else None
+    comparison_md = comparison_markdown(comparison, tables, seeds) if comparison is not None else ""
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
                                                      settings.near_zero), subjects=subjects, data=data,
                                     sanity=SanityThresholds(epsilon=settings.epsilon)))
@@ -61,7 +62,6 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
                                                                  lineterminator="\n"))
         written += [results / "comparison.md", results / "comparison.csv"]
-        seeds = across_seeds(comparison)
         if not seeds.empty:
             write_text(results / "comparison_seeds.csv", seeds.to_csv(index=False, float_format="%.6g",
                                                                       lineterminator="\n"))
@@ -74,8 +74,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
         written.append(results / "saliency.png")
     # Last: the page embeds the figures written above (and the tracks' tables when present).
-    page = render(f"great-bench results: {results.name}", tables, comparison=comparison, checks=checks,
-                  worst=worst, rows=rows, subjects=subjects,
+    page = render(f"great-bench results: {results.name}", tables, comparison=comparison, seeds=seeds,
+                  checks=checks, worst=worst, rows=rows, subjects=subjects,
                   figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"),
                            ("Saliency maps", results / "saliency.png")],
                   tracks=[("Knowledge distillation (paper Table 3)", results / "distillation.md"),

@@ -157,7 +157,7 @@ def test_across_seeds_is_a_paired_t_test_on_the_per_seed_differences():
     assert "across 3 training seeds" in comparison_markdown(comp, tables)
     from bench.html_report import across_seeds_table
 
-    html = across_seeds_table(comp, tables[0])
+    html = across_seeds_table(s, tables[0])
     assert 'id="across-seeds-toy"' in html and f"{r['mean_diff_pct']:+.1f} [{r['ci_low_pct']:+.1f}," in html
     assert ('class="better"' in html) == (r["ci_low_pct"] > 0)
     # one seed: no across-seeds summary

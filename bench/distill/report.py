@@ -46,8 +46,12 @@ def table3_markdown(rows: list[dict[str, Any]], preset: str | None = None) -> st
     seeds = sorted({int(r["seed"]) for r in rows})
     sel = lambda p, m, g: [r for r in rows if key(r) == p and r["method"] == m and r["regime"] == g]
     col = lambda p, m, g, c: [float(r[c]) for r in sel(p, m, g)]
-    ns = lambda p, m, g, c: ([int(r[c]) for r in sel(p, m, g)]
-                             if sel(p, m, g) and all(r.get(c) not in (None, "") for r in sel(p, m, g)) else None)
+
+    def ns(p, m, g, c) -> list[int] | None:
+        """The per-run example counts, or None for rows written before the count was recorded."""
+        vals = [r.get(c) for r in sel(p, m, g)]
+        return [int(v) for v in vals] if vals and all(v not in (None, "") for v in vals) else None
+
     by_seed = lambda p, m, g: {int(r["seed"]): float(r["test_acc"]) for r in sel(p, m, g)}
     pct = lambda p, g: next(f"{100 * float(r['fraction']):g}%" for r in rows if key(r) == p and r["regime"] == g)
     out = [f"# Knowledge distillation (paper Table 3){f' -- preset `{preset}`' if preset else ''}", "",
