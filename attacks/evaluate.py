@@ -12,89 +12,22 @@ checkpoint sha256, spec, examples and seed are skipped unless ``force``.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
+from attacks.perturbation import TOL, check_perturbation, perturbation_norms
 from attacks.registry import ATTACKS, build_attack, component_specs
+from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, upgrade_rows, with_interval
 from attacks.specs import AttackSpec
+from attacks.subjects import EvalSet, Subject
 from attacks.targets import targets_for
-from bench.checkpoint import load_run, load_weights, sha256_file
-from bench.data import load_dataset, to_float
-from bench.errors import BenchError
 from bench.progress import progress
-from bench.registry import load_object
-from bench.rows import merge_rows, read_rows
-from bench.rows import write_rows as _write_rows
-from bench.run import versions
-from bench.stats import wilson
-
-# Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
-ROW_FIELDS = [
-    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
-    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
-    "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
-    "data_fingerprint", "source", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
-]
-# Added after the first results were written: older CSVs without them are filled in on read
-# (the interval from n and accuracy; the foolbox version as unknown, "").
-INTERVAL_FIELDS = ("ci_low", "ci_high")
-LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox")
-# Slack for float rounding when checking that perturbations stay within epsilon.
-TOL = 1e-5
-
-
-@dataclass
-class Subject:
-    """One model to evaluate and what identifies it in the rows."""
-
-    model: nn.Module
-    defense: str
-    seed: int | str
-    dataset: str
-    sha256: str
-    train_accuracy: float | None = None
-    source: str = ""
-    meta: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class EvalSet:
-    """The evaluation examples: float images in [0, 1] and labels, on the attack device."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    num_classes: int
-    dataset: str
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def fingerprint(self, n: int | None = None) -> str:
-        n = len(self) if n is None else n
-        h = hashlib.sha256()
-        h.update((self.x[:n] * 255).round().to(torch.uint8).cpu().numpy().tobytes())
-        h.update(self.y[:n].cpu().numpy().astype(np.int64).tobytes())
-        return h.hexdigest()[:16]
-
-
-def pack_mask(correct: torch.Tensor) -> str:
-    """Per-example correctness as hex (bit i = example i): lets the masking checks count
-    samples that flip back to correct at a larger epsilon, from the CSV alone."""
-    return np.packbits(correct.cpu().numpy().astype(np.uint8)).tobytes().hex()
-
-
-def unpack_mask(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
+from bench.rows import merge_rows
 
 
 @contextmanager
@@ -114,21 +47,6 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
-
-
-def check_perturbation(adv: torch.Tensor, x: torch.Tensor, spec: AttackSpec) -> float:
-    """Adversarial images lie in [0, 1] and within epsilon in the attack's norm; returns the max norm."""
-    if adv.shape != x.shape or not torch.isfinite(adv).all():
-        raise BenchError(f"{spec.key()}: the attack returned malformed images (shape or non-finite values)")
-    if adv.min() < -TOL or adv.max() > 1 + TOL:
-        raise BenchError(f"{spec.key()}: adversarial images leave [0, 1] (min {float(adv.min()):.4g}, "
-                         f"max {float(adv.max()):.4g})")
-    delta = (adv - x).flatten(1)
-    norms = delta.abs().amax(1) if spec.norm == "Linf" else delta.norm(dim=1)
-    top = float(norms.max()) if len(norms) else 0.0
-    if not ATTACKS.get(spec.name).min_norm and top > spec.eps * (1 + 1e-4) + TOL:
-        raise BenchError(f"{spec.key()}: perturbation of {spec.norm} norm {top:.6g} exceeds epsilon {spec.eps}")
-    return top
 
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor,
@@ -157,8 +75,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
             with torch.no_grad():
                 p = model(adv).argmax(1)
             pb[todo] = p
-            d = (adv - xb[todo]).flatten(1)
-            nb[todo] = d.abs().amax(1) if spec.norm == "Linf" else d.norm(dim=1)
+            nb[todo] = perturbation_norms(adv - xb[todo], spec.norm)
             todo = todo[p == yb[todo]]
             if len(todo) == 0:
                 break
@@ -185,35 +102,6 @@ def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.T
     return p, d, top
 
 
-@functools.lru_cache(maxsize=1)
-def _versions() -> dict[str, str]:
-    v = versions()
-    return {"torch": v["torch"], "torchattacks": v["torchattacks"], "foolbox": v["foolbox"],
-            "great_bench": v["great-bench"]}
-
-
-# What identifies a row: the defense's name and seed are part of it, so two names whose
-# checkpoints happen to be equal (a variant that changes nothing in the first epochs) keep
-# a row each.
-ROW_KEY = ("defense", "seed", "checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint")
-
-
-def with_interval(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its 95% Wilson interval (bench.stats) over its n examples."""
-    n = int(row["n"])
-    lo, hi = wilson(round(float(row["accuracy"]) * n), n)
-    return {**row, "ci_low": round(lo, 6), "ci_high": round(hi, 6)}
-
-
-def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row[k]) for k in ROW_KEY)
-
-
-def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Replace a robustness CSV with ``rows`` (atomic; ``merge_rows`` is the shared-file way)."""
-    _write_rows(path, rows, ROW_FIELDS)
-
-
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
                      eval_seed: int = 0, batch_size: int = 500, skip: set[tuple[str, ...]] = frozenset(),
                      on_row=None, quiet: bool = True) -> list[dict[str, Any]]:
@@ -221,7 +109,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
     model = subject.model
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
-    vers = dict(_versions())
+    vers = dict(row_versions())
     rows: list[dict[str, Any]] = []
     with frozen(model):
         n_max = max(n_of.values(), default=0)
@@ -299,13 +187,7 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     csv_path = Path(csv_path)
 
     def prepare(existing: list[dict[str, str]]) -> list[dict[str, Any]]:
-        # Rows written before the later columns existed get them filled in.
-        if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
-            existing = [with_interval({"foolbox": "", **r}) for r in existing]
-        if existing and set(existing[0]) != set(ROW_FIELDS):
-            raise BenchError(f"{csv_path} has different columns than this version writes; "
-                             "move it away or pass another output path")
-        return existing
+        return upgrade_rows(csv_path, existing)
 
     # A run re-trained since its last evaluation has a new checkpoint: its old rows are superseded.
     current = {(s.dataset, str(s.defense), str(s.seed)): s.sha256 for s in subjects}
@@ -325,46 +207,4 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
                          skip=skip, on_row=on_row, quiet=quiet)
     return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
-
-
-# ---------------------------------------------------------------- loading what to evaluate
-
-def subject_from_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Subject:
-    """A finished run directory; ``load_run`` verifies the weights' sha256 against meta.json."""
-    model, meta = load_run(run_dir, device)
-    return Subject(model, str(meta.get("defense", Path(run_dir).parent.name)), meta.get("seed", ""),
-                   str(meta.get("dataset", "")), meta["files"]["model.safetensors"]["sha256"],
-                   meta.get("metrics", {}).get("train_acc"), str(run_dir), meta)
-
-
-def subject_from_factory(factory: str, weights: str | Path, spec, dataset: str, *, name: str | None = None,
-                         device: str | torch.device = "cpu") -> Subject:
-    """A user-brought model: ``module:factory`` (called with no arguments or with a ModelSpec)
-    returning an nn.Module that takes [0, 1] images, plus a safetensors weights file."""
-    fn = load_object(factory, "model factory")
-    if not callable(fn):
-        raise BenchError(f"model factory {factory!r} is not callable")
-    try:
-        takes_spec = len(inspect.signature(fn).parameters) > 0
-    except (TypeError, ValueError):
-        takes_spec = False
-    model = fn(spec) if takes_spec else fn()
-    if not isinstance(model, nn.Module):
-        raise BenchError(f"model factory {factory!r} returned {type(model).__name__}, not an nn.Module")
-    load_weights(model, Path(weights))
-    return Subject(model.to(device).eval(), name or factory.rpartition(":")[2], "", dataset,
-                   sha256_file(Path(weights)), None, f"{factory} {weights}")
-
-
-def eval_set_for(cfg: dict[str, Any], n_test: int | None, *, data_dir: str | None = None,
-                 device: str | torch.device = "cpu", expect_fingerprint: str | None = None) -> EvalSet:
-    """The preset's test subset (the same examples the runs were tested on), first ``n_test``."""
-    d = cfg["data"]
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    test = test.subset(d.get("test_subset"), seed=int(d.get("subset_seed", 0)))
-    if expect_fingerprint and test.fingerprint() != expect_fingerprint:
-        raise BenchError(f"the {d['dataset']} test data found now differ from those recorded when the run "
-                         "was trained (test_fingerprint in meta.json); evaluate with the same data files")
-    n = min(n_test or len(test), len(test))
-    return EvalSet(to_float(test.images[:n]), test.labels[:n], test.num_classes, d["dataset"])
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attacks.evaluate import unpack_mask
+from attacks.row_schema import unpack_mask
 from bench.errors import BenchError
 from bench.report import Table, display
 from bench.stats import paired, seed_interval

@@ -29,7 +29,8 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from attacks.evaluate import eval_set_for, evaluate, subject_from_run
+from attacks.evaluate import evaluate
+from attacks.subjects import eval_set_for, subject_from_run
 from bench.defense_track import train_defense
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, sweep_specs

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from attacks.evaluate import unpack_mask
+from attacks.row_schema import unpack_mask
 from attacks.registry import ATTACKS
 from bench.data import DATASETS
 from bench.sanity import SANITY_CHECKS, SanityThresholds, sanity_checks
@@ -211,7 +211,7 @@ CHECKS = {
 def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds(), *, subjects=(), data=None,
                    sanity: SanityThresholds = SanityThresholds(), n_sanity: int = 100) -> list[CheckResult]:
     """All checks for every (defense, seed, checkpoint) in the rows; given ``subjects``
-    (``attacks.evaluate.Subject``) and ``data`` (an ``EvalSet``), also the sanity flags of
+    (``attacks.subjects.Subject``) and ``data`` (an ``EvalSet``), also the sanity flags of
     ``bench.sanity`` on the first ``n_sanity`` images (``n/a`` for a model not given)."""
     by_model: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:

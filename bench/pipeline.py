@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from attacks.evaluate import (ROW_FIELDS, Subject, eval_set_for, evaluate, row_key, subject_from_factory,
-                              subject_from_run)
+from attacks.evaluate import evaluate
+from attacks.row_schema import ROW_FIELDS, row_key
+from attacks.subjects import Subject, eval_set_for, subject_from_factory, subject_from_run
 from attacks.specs import AttackSpec
 from bench.config import apply_overrides, load_preset
 from bench.data import load_dataset

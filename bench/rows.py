@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 from filelock import FileLock
 
 from bench.atomic import write_text
+from bench.errors import BenchError
 
 Row = dict[str, Any]
 LOCK_TIMEOUT_S = 600.0
@@ -34,10 +35,30 @@ def csv_text(rows: Iterable[Row], fields: Sequence[str] | None = None) -> str:
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV as dicts; a row with fewer or more fields than the header is refused.
+
+    A row cut mid-line (a crashed writer, a full disk) would otherwise come back with its
+    last fields empty and be written back that way, losing them for good; the message
+    names the file and line and how to recover instead.
+    """
     if not Path(path).is_file():
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return []
+        rows = []
+        for record in reader:
+            if not record:  # a blank line, as DictReader skips it
+                continue
+            if len(record) != len(header):
+                raise BenchError(
+                    f"{path}, line {reader.line_num}: {len(record)} fields where the header has {len(header)} "
+                    "(a row cut off by a crash or a full disk?); nothing was changed. Remove or repair that "
+                    "line (or restore the file from a copy) and rerun: rows missing from the file are recomputed")
+            rows.append(dict(zip(header, record)))
+        return rows
 
 
 def write_rows(path: str | Path, rows: Iterable[Row], fields: Sequence[str] | None = None) -> None:

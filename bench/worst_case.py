@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from attacks.evaluate import pack_mask, unpack_mask
+from attacks.row_schema import pack_mask, unpack_mask
 from bench.stats import wilson
 
 # The attack name of the derived rows (never a registered attack).

@@ -8,7 +8,11 @@ import torch.nn as nn
 import torchattacks
 
 from attacks import evaluate as ev
-from attacks.evaluate import EvalSet, Subject, evaluate, evaluate_subject, read_rows, subject_from_run
+from attacks.evaluate import evaluate, evaluate_subject
+from attacks.perturbation import check_perturbation
+from attacks.row_schema import ROW_FIELDS, unpack_mask
+from attacks.subjects import EvalSet, Subject, subject_from_factory, subject_from_run
+from bench.rows import read_rows
 from attacks.registry import parse_spec, sweep
 from attacks.targets import random_targets
 from bench.checkpoint import save_weights
@@ -97,9 +101,9 @@ def test_perturbations_stay_in_the_box_and_within_epsilon(data):
 def test_out_of_bounds_perturbations_are_caught(data):
     spec = parse_spec("fgsm:eps=0.1")
     with pytest.raises(BenchError, match="exceeds epsilon"):
-        ev.check_perturbation(data.x + 0.2 * (data.x < 0.5), data.x, spec)
+        check_perturbation(data.x + 0.2 * (data.x < 0.5), data.x, spec)
     with pytest.raises(BenchError, match=r"leave \[0, 1\]"):
-        ev.check_perturbation(data.x + 0.05, data.x, spec)
+        check_perturbation(data.x + 0.05, data.x, spec)
 
 
 def test_eval_mode_clean_errors_not_attacked_and_targeted_hits(data):
@@ -151,7 +155,7 @@ def test_l2min_is_the_per_example_and_of_cw_and_fmn_and_reuses_their_runs(data, 
     differ = 0
     for eps in radii:
         n = by["cw", eps]["n"]
-        masks = {a: ev.unpack_mask(by[a, eps]["correct_mask"], n) for a in ("cw", "fmn", "l2min")}
+        masks = {a: unpack_mask(by[a, eps]["correct_mask"], n) for a in ("cw", "fmn", "l2min")}
         assert (masks["l2min"] == (masks["cw"] & masks["fmn"])).all()
         differ += int((masks["cw"] != masks["fmn"]).sum())
         assert by["l2min", eps]["accuracy"] <= min(by["cw", eps]["accuracy"], by["fmn", eps]["accuracy"])
@@ -165,7 +169,7 @@ def test_csv_rows_are_skipped_when_present_and_recomputed_with_force(data, tmp_p
     s = subject(tiny_net())
     rows = evaluate([s], data, specs, out)
     assert len(rows) == 3 and len(read_rows(out)) == 3
-    assert set(read_rows(out)[0]) == set(ev.ROW_FIELDS)
+    assert set(read_rows(out)[0]) == set(ROW_FIELDS)
     assert not list(tmp_path.glob(".*tmp")), "atomic writes leave no temporary files"
     calls = []
     real = ev.run_attack
@@ -214,7 +218,7 @@ def test_user_model_factory_and_weights(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "user_models_for_test", mod)
     w = tmp_path / "w.safetensors"
     save_weights(mod.make(), w)
-    s = ev.subject_from_factory("user_models_for_test:make", w, None, "toy", name="mine")
+    s = subject_from_factory("user_models_for_test:make", w, None, "toy", name="mine")
     assert s.defense == "mine" and len(s.sha256) == 64
     with pytest.raises(BenchError, match="do not fit"):
-        ev.subject_from_factory("user_models_for_test:other", w, None, "toy")
+        subject_from_factory("user_models_for_test:other", w, None, "toy")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.evaluate import ROW_FIELDS, pack_mask
+from attacks.row_schema import ROW_FIELDS, pack_mask
 from bench.eval_settings import EvalSettings
 from bench.reporting import write_report
 

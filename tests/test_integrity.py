@@ -145,6 +145,23 @@ def test_concurrent_writers_keep_every_row(tmp_path):
     assert {(r["writer"], r["i"]) for r in rows} == {(str(w), str(i)) for w in range(4) for i in range(40)}
 
 
+@pytest.mark.parametrize("damage", ["cut", "extra"])
+def test_a_row_with_the_wrong_field_count_is_refused_and_nothing_is_rewritten(tmp_path, damage):
+    """A robustness.csv whose last row was cut mid-line (a crash, a full disk) or has a field
+    too many is refused with the file and line; it is never rewritten with empty fields."""
+    from attacks.row_schema import ROW_FIELDS, row_key
+    from bench.rows import merge_rows
+    path = tmp_path / "robustness.csv"
+    text = ",".join(ROW_FIELDS) + "\n" + ",".join(f"v{i}" for i in range(len(ROW_FIELDS))) + "\n"
+    second = ",".join(f"w{i}" for i in range(len(ROW_FIELDS)))
+    text += (second[: len(second) // 2] if damage == "cut" else second + ",extra") + "\n"
+    path.write_text(text)
+    with pytest.raises(BenchError, match=r"robustness\.csv, line 3: .* fields where the header has") as exc:
+        merge_rows(path, [], row_key, ROW_FIELDS)
+    assert "Remove or repair that line" in str(exc.value)
+    assert path.read_text() == text
+
+
 # ---------------------------------------------------------------- named variants
 
 VARIANT = "variants.great-a01={defense='great', hp={alpha_max=0.1}}"
@@ -157,7 +174,7 @@ def test_variants_train_into_their_own_runs_and_rows(tmp_path):
     base, variant = (meta(r) for r in runs)
     assert (base["hp"]["alpha_max"], variant["hp"]["alpha_max"]) == (1.0, 0.1)
     assert variant["defense"] == "great-a01" and variant["base_defense"] == "great"
-    from attacks.evaluate import subject_from_run
+    from attacks.subjects import subject_from_run
 
     assert subject_from_run(runs[1]).defense == "great-a01"  # the name every row, table and plot shows
 
@@ -197,7 +214,8 @@ def test_two_names_with_equal_checkpoints_keep_a_row_each(tmp_path):
     is still its own row: the row key holds the defense's name, not only the checkpoint."""
     import torch
 
-    from attacks.evaluate import EvalSet, Subject, evaluate
+    from attacks.evaluate import evaluate
+    from attacks.subjects import EvalSet, Subject
     from attacks.registry import sweep
 
     torch.manual_seed(0)

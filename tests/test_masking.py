@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.evaluate import EvalSet, Subject, evaluate_subject, pack_mask
+from attacks.evaluate import evaluate_subject
+from attacks.row_schema import pack_mask
+from attacks.subjects import EvalSet, Subject
 from attacks.registry import sweep
 from bench.masking import Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, monotone_in_eps
 

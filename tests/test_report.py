@@ -11,8 +11,11 @@ import torch.nn as nn
 
 import numpy as np
 
-from attacks.evaluate import ROW_FIELDS, EvalSet, Subject, evaluate, pack_mask, read_rows, with_interval, write_rows
+from attacks.evaluate import evaluate
+from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval, write_rows
 from attacks.registry import sweep
+from attacks.subjects import EvalSet, Subject
+from bench.rows import read_rows
 from bench.cli import main
 from bench.compare import across_seeds, compare, comparison_markdown, default_reference
 from bench.errors import BenchError

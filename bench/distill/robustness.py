@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from attacks.evaluate import EvalSet, Subject, evaluate_subject
+from attacks.evaluate import evaluate_subject
+from attacks.subjects import EvalSet, Subject
 from attacks.registry import parse_spec
 from bench.config import check_epsilon
 from bench.data import ImageData, to_float

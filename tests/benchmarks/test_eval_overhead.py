@@ -10,7 +10,8 @@ import pytest
 import torch
 import torchattacks
 
-from attacks.evaluate import EvalSet, Subject, evaluate_subject
+from attacks.evaluate import evaluate_subject
+from attacks.subjects import EvalSet, Subject
 from attacks.registry import sweep
 from bench.models import ModelSpec, build_model
 

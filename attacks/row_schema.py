@@ -1,0 +1,87 @@
+"""The schema of robustness.csv: its columns, what identifies a row, and old files' upgrade.
+
+One row per (dataset, defense, seed, attack, norm, epsilon, mode) on a set of examples
+(DESIGN.md, "Results are tidy rows"). ``correct_mask`` keeps per-example correctness, so the
+worst case, the paired tests and the masking checks work from the CSV alone. Files written
+before a column existed are upgraded on read (``upgrade_rows``); anything else that does not
+match this schema is refused rather than rewritten.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+from bench.rows import write_rows as _write_rows
+from bench.run import versions
+from bench.stats import wilson
+
+# Column order of robustness.csv (one row per dataset, defense, seed, attack, norm, epsilon, mode).
+ROW_FIELDS = [
+    "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
+    "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
+    "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
+    "data_fingerprint", "source", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
+]
+# Added after the first results were written: older CSVs without them are filled in on read
+# (the interval from n and accuracy; the foolbox version as unknown, "").
+INTERVAL_FIELDS = ("ci_low", "ci_high")
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox")
+
+
+def pack_mask(correct: torch.Tensor) -> str:
+    """Per-example correctness as hex (bit i = example i): lets the masking checks count
+    samples that flip back to correct at a larger epsilon, from the CSV alone."""
+    return np.packbits(correct.cpu().numpy().astype(np.uint8)).tobytes().hex()
+
+
+def unpack_mask(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
+
+
+@functools.lru_cache(maxsize=1)
+def row_versions() -> dict[str, str]:
+    v = versions()
+    return {"torch": v["torch"], "torchattacks": v["torchattacks"], "foolbox": v["foolbox"],
+            "great_bench": v["great-bench"]}
+
+
+# What identifies a row: the defense's name and seed are part of it, so two names whose
+# checkpoints happen to be equal (a variant that changes nothing in the first epochs) keep
+# a row each.
+ROW_KEY = ("defense", "seed", "checkpoint_sha256", "spec", "n", "eval_seed", "data_fingerprint")
+
+
+def with_interval(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its 95% Wilson interval (bench.stats) over its n examples."""
+    n = int(row["n"])
+    lo, hi = wilson(round(float(row["accuracy"]) * n), n)
+    return {**row, "ci_low": round(lo, 6), "ci_high": round(hi, 6)}
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row[k]) for k in ROW_KEY)
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace a robustness CSV with ``rows`` (atomic; ``merge_rows`` is the shared-file way)."""
+    _write_rows(path, rows, ROW_FIELDS)
+
+
+
+def upgrade_rows(csv_path: str | Path, existing: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Rows as read from ``csv_path``, upgraded to the current columns (``merge_rows``' prepare).
+
+    Rows written before the later columns existed get them filled in (the interval from n
+    and accuracy, the foolbox version as unknown); a file with other columns is refused.
+    """
+    if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
+        existing = [with_interval({"foolbox": "", **r}) for r in existing]
+    if existing and set(existing[0]) != set(ROW_FIELDS):
+        raise BenchError(f"{csv_path} has different columns than this version writes; "
+                         "move it away or pass another output path")
+    return existing
