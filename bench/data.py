@@ -335,10 +335,39 @@ class Batches:
             yield aug(to_float(self.data.images[idx]), g), self.data.labels[idx]
 
 
-def load_splits(cfg: dict[str, Any], device: torch.device, data_dir: str | None) -> tuple[ImageData, ImageData]:
+@dataclass(frozen=True)
+class DataSettings:
+    """The ``[data]`` section of a preset: which examples of which dataset a run uses.
+
+    ``split`` is the one place a run's train or test examples are drawn: training, the
+    attack harness (from the settings a run recorded in its identity) and the tracks all
+    go through it, so they see the same subsets.
+    """
+
+    dataset: str
+    batch_size: int
+    train_subset: int | None = None
+    test_subset: int | None = None
+    subset_seed: int = 0
+    augment: str | None = None   # default: the dataset's own policy
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation policy in force: ``augment``, else the dataset's default."""
+        return self.augment or DATASETS.get(self.dataset).augment
+
+    def split(self, which: str, *, device: str | torch.device = "cpu", data_dir: str | Path | None = None) -> ImageData:
+        """``which`` ("train" or "test") of the dataset, then its seeded subset of this size."""
+        n = self.train_subset if which == "train" else self.test_subset
+        return load_dataset(self.dataset, which, data_dir=data_dir, device=device).subset(n, seed=self.subset_seed)
+
+    @classmethod
+    def recorded(cls, identity_data: dict[str, Any]) -> "DataSettings":
+        """The data settings a finished run recorded (``identity["data"]`` of its meta.json)."""
+        fields = {k: identity_data[k] for k in cls.__dataclass_fields__ if k in identity_data}
+        return cls(**fields)
+
+
+def load_splits(data: DataSettings, device: torch.device, data_dir: str | None) -> tuple[ImageData, ImageData]:
     """The preset's training and test subsets."""
-    d = cfg["data"]
-    train = load_dataset(d["dataset"], "train", data_dir=data_dir, device=device)
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    seed = int(d.get("subset_seed", 0))
-    return train.subset(d.get("train_subset"), seed=seed), test.subset(d.get("test_subset"), seed=seed)
+    return data.split("train", device=device, data_dir=data_dir), data.split("test", device=device, data_dir=data_dir)

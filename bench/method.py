@@ -24,6 +24,7 @@ from bench.models import ModelSpec, aux_spec, build_model
 # Hyper-parameters every method may read besides its declared ones (the optimiser's
 # learning rate; the auxiliary architecture of the methods that build one).
 COMMON_HP = ("lr", "aux_model")
+LR = 1e-3  # the learning rate when a preset sets none: Adam's 1e-3 (paper supplement)
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,18 @@ class Method:
         self.ctx = ctx
         self.opt = self.adam(model)
 
-    def adam(self, module: nn.Module | list) -> torch.optim.Optimizer:
+    @property
+    def lr(self) -> float:
+        """``hp.lr``, else ``LR``: the base rate of every optimiser the method builds."""
+        return float(self.ctx.hp.get("lr", LR))
+
+    def hp_value(self, key: str) -> Any:
+        """``ctx.hp[key]``, else the class's declared default (``hp_defaults``)."""
+        return self.ctx.hp[key] if key in self.ctx.hp else type(self).hp_defaults[key]
+
+    def adam(self, module: nn.Module | list, lr: float | None = None) -> torch.optim.Optimizer:
         params = module.parameters() if isinstance(module, nn.Module) else module
-        return torch.optim.Adam(params, lr=float(self.ctx.hp.get("lr", 1e-3)))
+        return torch.optim.Adam(params, lr=self.lr if lr is None else lr)
 
     def modules(self) -> dict[str, nn.Module]:
         """Modules to save; 'model' is the network the attack harness evaluates."""
@@ -123,3 +133,22 @@ def code_version(cls: type) -> str:
 def hp_keys(cls: type) -> set[str]:
     """The ``ctx.hp`` keys a method class reads: its declared ones plus ``COMMON_HP``."""
     return set(COMMON_HP) | set(getattr(cls, "hyperparameters", ())) | set(getattr(cls, "hp_defaults", {}))
+
+
+# What a hyper-parameter value must be: a key's declared default fixes its kind; ``aux_model``
+# names a model; every other key (``lr`` and the required ones) is a number.
+KINDS = {bool: "boolean", int: "number", float: "number", str: "string"}
+
+
+def hp_kinds(cls: type) -> dict[str, str]:
+    """Per ``ctx.hp`` key of a method class, the kind of value it takes ("number", "boolean", "string")."""
+    defaults = getattr(cls, "hp_defaults", {})
+    out = {}
+    for k in sorted(hp_keys(cls)):
+        if k in defaults:
+            kind = KINDS.get(type(defaults[k]))
+            if kind is not None:
+                out[k] = kind
+        else:
+            out[k] = "string" if k == "aux_model" else "number"
+    return out

@@ -18,6 +18,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.defense_track import train_defense
+from bench.pipeline import resolve_config
 from bench.train import ramp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def test_run_writes_checkpoint_meta_and_log(smoke_cfg, tmp_path):
         assert key in meta
     assert 0 <= meta["metrics"]["test_acc"] <= 1 and "train_acc" in meta["metrics"]
     log = (run / "train_log.csv").read_text().splitlines()
-    assert log[0].split(",")[:2] == ["epoch", "loss"] and len(log) == 1 + smoke_cfg["train"]["epochs"]
+    assert log[0].split(",")[:2] == ["epoch", "loss"] and len(log) == 1 + smoke_cfg.train.epochs
     assert {"alpha", "beta", "lr", "seconds", "aux_loss"} <= set(log[0].split(","))
     assert not (run / STATE_FILE).exists()
     model, meta2 = load_run(run)
@@ -64,7 +65,7 @@ def test_same_seed_same_weights_and_different_seed_differs(smoke_cfg, tmp_path):
 
 
 def test_resume_after_interrupt_reproduces_uninterrupted_run(smoke_cfg, tmp_path):
-    cfg = {**smoke_cfg, "train": {**smoke_cfg["train"], "epochs": 3}}
+    cfg = resolve_config("smoke", ["train.epochs=3"])
     full = train_defense(cfg, "baseline", 0, tmp_path / "full", quiet=True)
     with pytest.raises(KeyboardInterrupt):
         train_defense(cfg, "custom_defenses:InterruptInEpoch2", 0, tmp_path / "cut", quiet=True)
