@@ -299,3 +299,14 @@ def test_atomic_writes_get_the_permissions_of_a_normal_new_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.html").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+
+
+def test_one_run_folder_layout_with_one_escaping_rule():
+    from bench.run import run_path
+
+    assert run_path("r", "", "fashion-mnist", "custom_defenses:ScaledLoss", seed=0) == \
+        Path("r/fashion-mnist/custom_defenses_ScaledLoss/seed0")
+    assert run_path("r", "multitask", "svhn", "my_mod:Weights", seed=2) == Path("r/multitask/svhn/my_mod_Weights/seed2")
+    assert run_path("r", "distill", "cifar10", "cnn5+resnet18", "sparse", "kd", seed=1) == \
+        Path("r/distill/cifar10/cnn5+resnet18/sparse/kd/seed1")
+    assert run_path("r", "distill", "cifar10", "teacher-a/b-1") == Path("r/distill/cifar10/teacher-a_b-1")
