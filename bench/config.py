@@ -105,7 +105,7 @@ def check_hp_values(hp: dict[str, Any], where: str = "hp") -> None:
         raise BenchError(f"{where}.fgsm_mix = {hp['fgsm_mix']} is invalid: the clean weight lies in [0, 1]")
 
 
-_KIND_TEXT = {"number": "a number", "boolean": "true or false", "string": "a string, e.g. \"batch-rms\""}
+_KIND_TEXT = {"number": "a number", "boolean": "true or false", "string": "a string"}
 
 
 def _is_kind(value: Any, kind: str) -> bool:

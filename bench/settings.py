@@ -191,11 +191,10 @@ def parse(cfg: dict[str, Any]) -> Settings:
     d = cfg["data"]
     check_keys(d, DataSettings.__dataclass_fields__, "data")
     DATASETS.get(str(d.get("dataset")))
-    default = DataSettings.__dataclass_fields__["subset_seed"].default
     data = DataSettings(str(d["dataset"]), positive_int(d.get("batch_size"), "data.batch_size"),
                         optional_positive_int(d.get("train_subset"), "data.train_subset"),
                         optional_positive_int(d.get("test_subset"), "data.test_subset"),
-                        nonnegative_int(d.get("subset_seed", default), "data.subset_seed"), d.get("augment"))
+                        nonnegative_int(d.get("subset_seed", DataSettings.subset_seed), "data.subset_seed"), d.get("augment"))
     check_keys(cfg["model"], ModelSettings.__dataclass_fields__, "model")
     if not isinstance(cfg["model"].get("name"), str):
         raise BenchError("model.name is missing: name a model from `great-bench list`")

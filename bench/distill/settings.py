@@ -31,12 +31,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import check_hp_values, check_keys, optional_positive_int, positive_int, seed_list
+from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int, positive_int,
+                          seed_list)
 from bench.data import DataSettings
 from bench.distill import DISTILLERS
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
-from bench.method import hp_keys
+from bench.method import hp_keys, hp_kinds
 
 REGIMES = ("dense", "sparse")
 _TABLES = ("pairs", "dense", "sparse", "imagefolder")
@@ -49,6 +50,15 @@ TRACK_KEYS = ("student", "teacher", "aux_model", "methods", "seeds", "sparse_fra
 TEACHER_OPTIMIZER_KEYS = ("optimizer", "momentum", "weight_decay")
 DEFAULTS = {"methods": ["baseline", "kd", "great", "sobolev"], "seeds": [0], "sparse_fraction": 0.05,
             "teacher_seed": 0, "image_size": 64}
+
+
+def value_kinds() -> dict[str, str]:
+    """What each value must be: the distillers' declared kinds, the optimiser's and the teacher's."""
+    kinds = {"teacher_lr": "number", "momentum": "number", "weight_decay": "number", "optimizer": "string",
+             "augment": "string", "student": "string", "teacher": "string"}
+    for name in DISTILLERS.names():
+        kinds.update(hp_kinds(DISTILLERS.get(name)))
+    return kinds
 
 
 def valid_keys() -> list[str]:
@@ -122,6 +132,7 @@ def check_fraction(value: Any) -> float:
 
 
 def _check_pair_settings(s: dict[str, Any], where: str) -> None:
+    check_hp_kinds(s, value_kinds(), where)
     for k in ("student", "teacher"):
         if not isinstance(s.get(k), str) or not s[k]:
             raise BenchError(f"{where}.{k} is missing: name a model from `great-bench list`")
@@ -142,9 +153,7 @@ def _teacher(s: dict[str, Any], where: str) -> TeacherSettings:
     hp = {k: s[k] for k in TEACHER_OPTIMIZER_KEYS if k in s}
     if "teacher_lr" in s or "lr" in s:  # else the optimiser's own default rate
         hp["lr"] = float(s.get("teacher_lr", s.get("lr")))
-    seed = s.get("teacher_seed", DEFAULTS["teacher_seed"])
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise BenchError(f"{where}.teacher_seed = {seed!r} is invalid: expected an integer >= 0")
+    seed = nonnegative_int(s.get("teacher_seed", DEFAULTS["teacher_seed"]), f"{where}.teacher_seed")
     return TeacherSettings(s["teacher"], s["teacher_epochs"], seed, hp)
 
 
@@ -190,9 +199,7 @@ def resolve(section: dict[str, Any] | None, data: DataSettings, ev: EvalSettings
     for m in methods:
         DISTILLERS.get(m)  # unknown name -> BenchError listing the valid ones
     seeds = seed_list(top.get("seeds", DEFAULTS["seeds"]), "distill.seeds")
-    subset_seed = top.get("subset_seed", data.subset_seed)
-    if isinstance(subset_seed, bool) or not isinstance(subset_seed, int) or subset_seed < 0:
-        raise BenchError(f"distill.subset_seed = {subset_seed!r} is invalid: expected an integer >= 0")
+    subset_seed = nonnegative_int(top.get("subset_seed", data.subset_seed), "distill.subset_seed")
     imagefolder = None
     if isinstance(section.get("imagefolder"), dict) and not nested:
         # The mini-ImageNet setting: [distill.imagefolder] overrides [distill]; the CIFAR pairs do not apply.

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.config import check_hp_values, check_keys, optional_positive_int, positive_int, seed_list
+from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
+                          positive_int, seed_list)
 from bench.data import DATASETS, DataSettings
 from bench.errors import BenchError
 from bench.method import LR
@@ -74,16 +75,12 @@ def settings_from(cfg: dict[str, Any], data: DataSettings, epochs: int, seeds: t
     hp.update({k: mt[k] for k in HP_KEYS if k in mt})
     hp.setdefault("weight_lr", hp["lr"])
     hp.setdefault("gal_lr", hp["lr"])
-    for k, v in hp.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise BenchError(f"multitask.{k} = {v!r} is invalid: expected a number")
+    check_hp_kinds(hp, dict.fromkeys(hp, "number"), "multitask")
     check_hp_values(hp, "multitask")
     positive_int(hp["aux_blocks"], "multitask.aux_blocks")
     if hp["gal_min"] <= 0:
         raise BenchError(f"multitask.gal_min = {hp['gal_min']} is invalid: GALs must stay positive (> 0)")
-    noise_seed = mt.get("noise_seed", 0)
-    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0:
-        raise BenchError(f"multitask.noise_seed = {noise_seed!r} is invalid: expected an integer >= 0")
+    noise_seed = nonnegative_int(mt.get("noise_seed", 0), "multitask.noise_seed")
     mt_data = replace(data, batch_size=positive_int(mt.get("batch_size", data.batch_size), "multitask.batch_size"),
                       train_subset=optional_positive_int(mt.get("train_subset", data.train_subset),
                                                          "multitask.train_subset"),
