@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
                           parse_value, positive_int, seed_list)
-from bench.data import DATASETS, DataSettings
+from bench.data import DATASETS
+from bench.splits import DataSettings
 from bench.distill.settings import DistillSettings, resolve as resolve_distill
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, eval_settings

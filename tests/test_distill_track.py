@@ -18,7 +18,7 @@ from bench.distill.imagefolder import load_image_folder
 from bench.distill.track import run_track, sparse_subset
 from bench.errors import BenchError
 from bench.models import MODELS, ModelSpec, build_model
-from bench.data import load_splits
+from bench.splits import load_splits
 
 FAST = ["distill.methods=['baseline', 'kd']", "distill.epochs=1", "distill.sparse_epochs=1",
         "distill.teacher_epochs=1", "distill.sparse_fraction=0.05", "train.device='cpu'", "eval.n_test=32"]

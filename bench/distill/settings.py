@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int, positive_int,
                           seed_list)
-from bench.data import DataSettings
+from bench.splits import DataSettings
 from bench.distill import DISTILLERS
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings

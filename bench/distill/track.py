@@ -17,7 +17,7 @@ import torch
 
 from bench.atomic import write_text
 from bench.checkpoint import read_meta
-from bench.data import DATASETS, Batches, ImageData, load_splits
+from bench.data import DATASETS, Batches, ImageData
 from bench.distill import DISTILLERS
 from bench.distill.base import OPTIMIZER_KEYS
 from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
@@ -31,6 +31,7 @@ from bench.method import Context, hp_keys
 from bench.rows import csv_text
 from bench.run import Run, method_identity, run_path
 from bench.settings import Settings
+from bench.splits import load_splits
 from bench.train import accuracy_on, fit, resolve_device
 
 

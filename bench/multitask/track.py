@@ -23,6 +23,7 @@ from bench.multitask.network import build_multitask_net
 from bench.multitask.report import read_log, write_outputs
 from bench.multitask.settings import MultiTaskSettings
 from bench.multitask.tasks import evaluate
+from bench.splits import load_splits
 from bench.run import Run, method_identity, run_path
 from bench.settings import Settings
 from bench.train import fit, resolve_device
@@ -66,7 +67,7 @@ def run_multitask(settings: Settings, *, out: Path, results: Path, data_dir: str
         raise BenchError(f"preset {settings.preset!r} lacks the [multitask] section (tasks, methods, encoder, ...); "
                          "presets with one: quick, smoke, cifar10-paper")
     device = resolve_device(settings.train.device)
-    train_img, test_img = bdata.load_splits(s.data, device, data_dir)
+    train_img, test_img = load_splits(s.data, device, data_dir)
     cache = Path(data_dir) if data_dir else bdata.DEFAULT_DATA_DIR
     train = derive_multitask(train_img, cache / "multitask", noise_seed=s.noise_seed)
     test = derive_multitask(test_img, cache / "multitask", noise_seed=s.noise_seed)
