@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from attacks.evaluate import eval_set_for, evaluate, subject_from_run
+from attacks.evaluate import eval_set_for, evaluate, recorded_data, subject_from_run
 from bench.defense_track import train_defense
 from bench.errors import BenchError
 from bench.eval_settings import sweep_specs
@@ -83,7 +83,7 @@ def run_job(ctx: JobContext, job: Job, report: Callable[[str], None] = lambda st
     dev = resolve_device(ctx.settings.train.device)
     ev = ctx.settings.eval
     subject = subject_from_run(run_dir, dev)
-    data = eval_set_for(subject.meta["config"], ev.n_test, data_dir=ctx.data_dir, device=dev,
+    data = eval_set_for(recorded_data(subject), ev.n_test, data_dir=ctx.data_dir, device=dev,
                         expect_fingerprint=subject.meta.get("test_fingerprint"))
     evaluate([subject], data, sweep_specs(ev.sweep), ctx.csv_path, n_test=ev.n_test,
              eval_seed=ev.seed, batch_size=ev.batch_size, quiet=quiet)

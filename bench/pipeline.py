@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from attacks.evaluate import (ROW_FIELDS, Subject, eval_set_for, evaluate, row_key, subject_from_factory,
+from attacks.evaluate import (ROW_FIELDS, Subject, eval_set_for, evaluate, recorded_data, row_key,
+                              subject_from_factory,
                               subject_from_run)
 from attacks.specs import AttackSpec
 from bench.config import apply_overrides, load_preset
@@ -64,7 +65,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], c
     subjects = [subject_from_run(r, dev) for r in run_dirs]  # fails early on a bad run or sha256
     rows: list[dict] = []
     for subject in subjects:
-        data = eval_set_for(subject.meta["config"], settings.n_test, data_dir=data_dir, device=dev,
+        data = eval_set_for(recorded_data(subject), settings.n_test, data_dir=data_dir, device=dev,
                             expect_fingerprint=subject.meta.get("test_fingerprint"))
         rows = evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
                         batch_size=settings.batch_size, force=force, quiet=quiet)
@@ -80,7 +81,7 @@ def evaluate_model(s: Settings, factory: str, weights: str | Path, specs: Sequen
     """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
     dev = resolve_device(device)
     data = eval_set_for(s.data, settings.n_test, data_dir=data_dir, device=dev)
-    subject = subject_from_factory(factory, weights, model_spec_for(s.data.dataset, data.images.shape[1:],
+    subject = subject_from_factory(factory, weights, model_spec_for(s.data.dataset, data.x.shape[1:],
                                                                     data.num_classes),
                                    s.data.dataset, name=name, device=dev)
     return evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
@@ -101,7 +102,7 @@ def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *,
         subjects = [subject_from_run(r, dev) for r in runs]
         shas = {s.sha256 for s in subjects}
         rows = [r for r in rows if r["checkpoint_sha256"] in shas]
-        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+        data = eval_set_for(recorded_data(subjects[0]), settings.n_test, data_dir=data_dir, device=dev)
     return write_report(rows, Path(results), settings, subjects=subjects, data=data, against=against, quiet=quiet)
 
 
@@ -134,7 +135,7 @@ def benchmark(s: Settings, *, out: str | Path | None = None, results: str | Path
         shas, keys = {sub.sha256 for sub in subjects}, {spec.key() for spec in specs}
         rows = merge_rows(csv_path, [], row_key, ROW_FIELDS,
                           keep=lambda r: r["checkpoint_sha256"] in shas and r["spec"] in keys)
-        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+        data = eval_set_for(recorded_data(subjects[0]), settings.n_test, data_dir=data_dir, device=dev)
         write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)
     t2 = time.time()
     print(f"time: {len(jobs)} jobs on the {executor} executor {t1 - t0:.1f} s (summed over jobs: train "

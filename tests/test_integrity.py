@@ -310,3 +310,25 @@ def test_one_run_folder_layout_with_one_escaping_rule():
     assert run_path("r", "distill", "cifar10", "cnn5+resnet18", "sparse", "kd", seed=1) == \
         Path("r/distill/cifar10/cnn5+resnet18/sparse/kd/seed1")
     assert run_path("r", "distill", "cifar10", "teacher-a/b-1") == Path("r/distill/cifar10/teacher-a_b-1")
+
+
+def test_evaluation_takes_the_test_split_from_the_recorded_identity_not_the_config(tmp_path):
+    """Issue 19: the config dict in meta.json is a record, not a file format evaluation reads."""
+    from attacks.evaluate import eval_set_for, recorded_data, subject_from_run
+    from bench.pipeline import evaluate_runs
+    from bench.splits import DataSettings
+    from bench.eval_settings import sweep_specs
+    import torch
+
+    s = tiny("data.subset_seed=3")
+    run = train_defense(s, "baseline", 0, tmp_path, quiet=True)
+    meta = json.loads((run / "meta.json").read_text())
+    del meta["config"]
+    (run / "meta.json").write_text(json.dumps(meta))
+    subject = subject_from_run(run)
+    assert recorded_data(subject) == DataSettings("fashion-mnist", s.data.batch_size, 64, 32, 3, s.data.augmentation)
+    data = eval_set_for(recorded_data(subject), 8)
+    test = s.data.split("test")
+    assert torch.equal(data.y, test.labels[:8])
+    rows, _ = evaluate_runs([run], sweep_specs(["none"]), tmp_path / "r.csv", s.eval, quiet=True)
+    assert len(rows) == 1 and int(rows[0]["n"]) == 32
