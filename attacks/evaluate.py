@@ -26,6 +26,7 @@ from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, upg
 from attacks.specs import AttackSpec
 from attacks.subjects import EvalSet, Subject
 from attacks.targets import targets_for
+from bench.errors import BenchError
 from bench.progress import progress
 from bench.rows import merge_rows
 

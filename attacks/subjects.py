@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 
 from bench.checkpoint import load_run, load_weights, sha256_file
-from bench.data import load_dataset, to_float
+from bench.data import to_float
 from bench.errors import BenchError
 from bench.registry import load_object
+from bench.splits import DataSettings
 
 
 @dataclass
@@ -83,15 +84,22 @@ def subject_from_factory(factory: str, weights: str | Path, spec, dataset: str, 
                    sha256_file(Path(weights)), None, f"{factory} {weights}")
 
 
-def eval_set_for(cfg: dict[str, Any], n_test: int | None, *, data_dir: str | None = None,
+def eval_set_for(data: DataSettings, n_test: int | None, *, data_dir: str | None = None,
                  device: str | torch.device = "cpu", expect_fingerprint: str | None = None) -> EvalSet:
-    """The preset's test subset (the same examples the runs were tested on), first ``n_test``."""
-    d = cfg["data"]
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    test = test.subset(d.get("test_subset"), seed=int(d.get("subset_seed", 0)))
+    """The first ``n_test`` of the test subset ``data`` names (for a run: ``recorded_data``,
+    the settings its identity recorded, so the same examples it was tested on)."""
+    test = data.split("test", device=device, data_dir=data_dir)
     if expect_fingerprint and test.fingerprint() != expect_fingerprint:
-        raise BenchError(f"the {d['dataset']} test data found now differ from those recorded when the run "
+        raise BenchError(f"the {data.dataset} test data found now differ from those recorded when the run "
                          "was trained (test_fingerprint in meta.json); evaluate with the same data files")
     n = min(n_test or len(test), len(test))
-    return EvalSet(to_float(test.images[:n]), test.labels[:n], test.num_classes, d["dataset"])
+    return EvalSet(to_float(test.images[:n]), test.labels[:n], test.num_classes, data.dataset)
 
+
+def recorded_data(subject: Subject) -> DataSettings:
+    """The data settings a finished run recorded in its identity (meta.json ``identity.data``)."""
+    identity = subject.meta.get("identity") or {}
+    if "data" not in identity:
+        raise BenchError(f"{subject.source} records no data identity (trained by an older version); "
+                         "retrain it to evaluate it")
+    return DataSettings.recorded(identity["data"])

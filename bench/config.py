@@ -105,6 +105,27 @@ def check_hp_values(hp: dict[str, Any], where: str = "hp") -> None:
         raise BenchError(f"{where}.fgsm_mix = {hp['fgsm_mix']} is invalid: the clean weight lies in [0, 1]")
 
 
+_KIND_TEXT = {"number": "a number", "boolean": "true or false", "string": "a string"}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, {"boolean": bool, "string": str}[kind])
+
+
+def check_hp_kinds(hp: dict[str, Any], kinds: dict[str, Any], where: str = "hp") -> None:
+    """Each value of the kind its key takes (``kinds``: key -> a kind or a tuple of kinds accepted)."""
+    for k, v in hp.items():
+        accepted = kinds.get(k)
+        if accepted is None:
+            continue
+        accepted = (accepted,) if isinstance(accepted, str) else tuple(accepted)
+        if not any(_is_kind(v, kind) for kind in accepted):
+            expected = " or ".join(_KIND_TEXT[kind] for kind in accepted)
+            raise BenchError(f"{where}.{k} = {v!r} is invalid: expected {expected}")
+
+
 def check_epsilon(eps: float, what: str = "epsilon") -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 <= eps <= 1:
         raise BenchError(f"{what} = {eps!r} is invalid: epsilon is in pixel units and must lie in [0, 1]")

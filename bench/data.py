@@ -333,12 +333,3 @@ class Batches:
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield aug(to_float(self.data.images[idx]), g), self.data.labels[idx]
-
-
-def load_splits(cfg: dict[str, Any], device: torch.device, data_dir: str | None) -> tuple[ImageData, ImageData]:
-    """The preset's training and test subsets."""
-    d = cfg["data"]
-    train = load_dataset(d["dataset"], "train", data_dir=data_dir, device=device)
-    test = load_dataset(d["dataset"], "test", data_dir=data_dir, device=device)
-    seed = int(d.get("subset_seed", 0))
-    return train.subset(d.get("train_subset"), seed=seed), test.subset(d.get("test_subset"), seed=seed)

@@ -4,43 +4,38 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
 import torch
 
-from bench.data import DATASETS, Batches, ImageData, load_splits
+from bench.data import DATASETS, Batches, ImageData
 from bench.method import Context, Method
 from bench.models import ModelSpec, build_model
-from bench.run import Run, method_identity
-from bench.settings import Settings, parse
+from bench.run import Run, method_identity, run_path
+from bench.settings import Settings
+from bench.splits import load_splits
 from bench.train import accuracy_on, fit, resolve_device
 
 
-def run_dir_for(out: str | Path, cfg: dict[str, Any], defense: str, seed: int) -> Path:
-    safe = defense.replace(":", "_").replace("/", "_")
-    return Path(out) / cfg["data"]["dataset"] / safe / f"seed{seed}"
+def model_spec_for(dataset: str, shape: tuple[int, ...], num_classes: int) -> ModelSpec:
+    """The model of a dataset: images of ``shape`` (C, H, W), its classes and channel statistics."""
+    ds = DATASETS.get(dataset)
+    c, h = int(shape[0]), int(shape[1])
+    return ModelSpec(c, h, num_classes, ds.mean, ds.std)
 
 
-def model_spec_for(cfg: dict[str, Any], data: ImageData) -> ModelSpec:
-    ds = DATASETS.get(cfg["data"]["dataset"])
-    c, h, _ = data.shape
-    return ModelSpec(c, h, data.num_classes, ds.mean, ds.std)
-
-
-def defense_run(s: Settings, cfg: dict[str, Any], defense: str, seed: int, out: str | Path,
+def defense_run(s: Settings, defense: str, seed: int, out: str | Path,
                 train: ImageData, test: ImageData, spec: ModelSpec) -> Run:
     """The run directory of one (defense or variant, seed) and the identity of its weights."""
-    augment = s.data.augment or DATASETS.get(s.data.dataset).augment
     identity = {**method_identity(defense, s.defense_class(defense), s.method_hp(defense)),
                 "base_defense": s.base_defense(defense), "seed": seed,
                 "data": {"dataset": s.data.dataset, "train": train.fingerprint(), "test": test.fingerprint(),
                          "train_subset": s.data.train_subset, "test_subset": s.data.test_subset,
-                         "subset_seed": s.data.subset_seed, "augment": augment, "batch_size": s.data.batch_size},
+                         "subset_seed": s.data.subset_seed, "augment": s.data.augmentation,
+                         "batch_size": s.data.batch_size},
                 "model": {"name": s.model.name, "spec": asdict(spec)}, "epochs": s.train.epochs}
-    return Run(run_dir_for(out, cfg, defense, seed), f"{defense}/seed{seed}", identity)
+    return Run(run_path(out, "", s.data.dataset, defense, seed=seed), f"{defense}/seed{seed}", identity)
 
 
-def train_defense(cfg: dict[str, Any], defense: str, seed: int, out: str | Path, *,
+def train_defense(s: Settings, defense: str, seed: int, out: str | Path, *,
                   data_dir: str | None = None, resume: bool = False, force: bool = False,
                   reuse: bool = False, quiet: bool = False) -> Path:
     """Train one (defense or variant, seed) of a config; return the finished run directory.
@@ -49,13 +44,12 @@ def train_defense(cfg: dict[str, Any], defense: str, seed: int, out: str | Path,
     one resumed, a stale one retrained (one line says what changed). ``reuse=False``
     (``train``): a finished or stale run is refused unless ``force``.
     """
-    s = parse(cfg)
     cls = s.defense_class(defense)
     hp = s.method_hp(defense)
     device = resolve_device(s.train.device)
-    train, test = load_splits(cfg, device, data_dir)
-    spec = model_spec_for(cfg, train)
-    run = defense_run(s, cfg, defense, seed, out, train, test, spec)
+    train, test = load_splits(s.data, device, data_dir)
+    spec = model_spec_for(s.data.dataset, train.shape, train.num_classes)
+    run = defense_run(s, defense, seed, out, train, test, spec)
     action = run.prepare(reuse=reuse, resume=resume, force=force)
     if action == "reuse":
         return run.path
@@ -69,7 +63,7 @@ def train_defense(cfg: dict[str, Any], defense: str, seed: int, out: str | Path,
         return {"train_acc": accuracy_on(m.model, train.subset(n_train_eval, seed=seed)),
                 "test_acc": accuracy_on(m.model, test)}
 
-    meta = run.meta("defense", preset=s.preset, config=cfg, defense=defense, base_defense=s.base_defense(defense),
+    meta = run.meta("defense", preset=s.preset, config=s.source, defense=defense, base_defense=s.base_defense(defense),
                     hp=hp, model=s.model.name, model_spec=asdict(spec), dataset=s.data.dataset,
                     dataset_fingerprint=train.fingerprint(), test_fingerprint=test.fingerprint(),
                     n_train=len(train), n_test=len(test), device=str(device))

@@ -1,5 +1,4 @@
-"""The one exception type the CLI turns into a clear message and a non-zero exit."""
+"""``BenchError`` lives in the leaf package ``core`` (``core/errors.py``); this name stays importable."""
+from core.errors import BenchError
 
-
-class BenchError(Exception):
-    """Bad input or a failed run: the message says what was wrong and what is valid."""
+__all__ = ["BenchError"]

@@ -1,7 +1,7 @@
 """The ``[eval]`` section of a preset as typed settings, and the sweep it names."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from bench.config import check_epsilon, check_keys, nonnegative_int, positive_int
@@ -10,15 +10,16 @@ from attacks.specs import AttackSpec
 from bench.errors import BenchError
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalSettings:
-    """The ``[eval]`` section of a preset, checked."""
+    """The ``[eval]`` section of a preset, checked. ``epsilon`` is also the distillation
+    track's attack radius; an empty ``sweep`` means the paper's (``paper_sweep``)."""
 
     epsilon: float = 0.1
     n_test: int | None = None
     seed: int = 0
     batch_size: int = 500
-    sweep: list[str] = field(default_factory=list)
+    sweep: tuple[str, ...] = ()
     cw_radius: float = 1.0
     large_epsilon: float = 0.5
     saliency_images: int = 4
@@ -33,8 +34,12 @@ def paper_sweep(eps: float) -> list[str]:
 
 
 def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
+    """The checked ``[eval]`` section (``bench.settings.parse`` calls it; use ``Settings.eval``)."""
     ev = dict(cfg.get("eval", {}))
     check_keys(ev, EvalSettings.__dataclass_fields__, "eval")
+    sweep = ev.pop("sweep", [])
+    if not isinstance(sweep, list) or not all(isinstance(a, str) for a in sweep):
+        raise BenchError("eval.sweep must be a list of attack strings such as 'ifgsm:eps=0.1,mode=worst'")
     s = EvalSettings(**ev)
     check_epsilon(s.epsilon, "eval.epsilon")
     check_epsilon(s.large_epsilon, "eval.large_epsilon")
@@ -47,10 +52,7 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
         v = getattr(s, k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number >= 0")
-    if not isinstance(s.sweep, list) or not all(isinstance(a, str) for a in s.sweep):
-        raise BenchError("eval.sweep must be a list of attack strings such as 'ifgsm:eps=0.1,mode=worst'")
-    s.sweep = s.sweep or paper_sweep(s.epsilon)
-    return s
+    return replace(s, sweep=tuple(sweep or paper_sweep(s.epsilon)))
 
 
 def sweep_specs(attacks: Sequence[str]) -> list[AttackSpec]:

@@ -30,11 +30,12 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.evaluate import evaluate
-from attacks.subjects import eval_set_for, subject_from_run
+from attacks.subjects import eval_set_for, recorded_data, subject_from_run
 from bench.defense_track import train_defense
 from bench.errors import BenchError
-from bench.eval_settings import EvalSettings, sweep_specs
+from bench.eval_settings import sweep_specs
 from bench.registry import Registry
+from bench.settings import Settings
 from bench.train import resolve_device
 
 STATES = ("queued", "training", "evaluating", "done", "failed")
@@ -62,12 +63,11 @@ class JobResult:
 
 @dataclass(frozen=True)
 class JobContext:
-    """Everything a job needs, picklable for Ray."""
+    """Everything a job needs, picklable for Ray (``Settings`` are plain frozen dataclasses)."""
 
-    cfg: dict[str, Any]
+    settings: Settings
     runs_root: Path
     csv_path: Path
-    settings: EvalSettings
     data_dir: str | None = None
 
 
@@ -77,16 +77,17 @@ def run_job(ctx: JobContext, job: Job, report: Callable[[str], None] = lambda st
     ``quiet=False`` shows the training and attack progress bars (in-process only)."""
     t0 = time.time()
     report("training")
-    run_dir = train_defense(ctx.cfg, job.defense, job.seed, ctx.runs_root, data_dir=ctx.data_dir,
+    run_dir = train_defense(ctx.settings, job.defense, job.seed, ctx.runs_root, data_dir=ctx.data_dir,
                             reuse=True, quiet=quiet)
     t1 = time.time()
     report("evaluating")
-    dev = resolve_device(ctx.cfg["train"].get("device"))
+    dev = resolve_device(ctx.settings.train.device)
+    ev = ctx.settings.eval
     subject = subject_from_run(run_dir, dev)
-    data = eval_set_for(subject.meta["config"], ctx.settings.n_test, data_dir=ctx.data_dir, device=dev,
+    data = eval_set_for(recorded_data(subject), ev.n_test, data_dir=ctx.data_dir, device=dev,
                         expect_fingerprint=subject.meta.get("test_fingerprint"))
-    evaluate([subject], data, sweep_specs(ctx.settings.sweep), ctx.csv_path, n_test=ctx.settings.n_test,
-             eval_seed=ctx.settings.seed, batch_size=ctx.settings.batch_size, quiet=quiet)
+    evaluate([subject], data, sweep_specs(ev.sweep), ctx.csv_path, n_test=ev.n_test,
+             eval_seed=ev.seed, batch_size=ev.batch_size, quiet=quiet)
     return JobResult(job, Path(run_dir), None, t1 - t0, time.time() - t1, f"{socket.gethostname()}:{os.getpid()}")
 
 

@@ -1,45 +1,25 @@
-"""The method protocol: one small abstraction shared by defenses, distillers and multi-task methods.
-
-A method owns any extra modules (auxiliary network, GAL tensors, ...) and their optimizers
-and implements one training step on a batch, returning detached scalar logs. The generic
-loop (``bench/train.py``) owns epochs, the learning-rate policy, the alpha/beta ramps
-(paper supplement), logging, checkpointing and resume. ``defenses``, ``bench.distill`` and
-``bench.multitask`` subclass ``Method``; this module imports nothing above the model layer,
-so imports run one way: bench core <- methods <- tracks.
+"""The harness's side of the method protocol (``core.method``): the build-time ``Context``
+every track hands a method, which builds auxiliary networks from the model zoo
+(``bench.models``). The protocol's names are importable from here too.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from bench.models import ModelSpec, aux_spec, build_model
+from core.method import COMMON_HP, KINDS, LR, Method, MethodContext, Ramp, code_version, hp_keys, hp_kinds
 
-
-# Hyper-parameters every method may read besides its declared ones (the optimiser's
-# learning rate; the auxiliary architecture of the methods that build one).
-COMMON_HP = ("lr", "aux_model")
-
-
-@dataclass(frozen=True)
-class Ramp:
-    """Per-epoch schedule values (paper supplement): lr multiplier m = (1 - e/E)^0.9,
-    alpha = alpha_max * (1 - m), beta = beta_max * (1 - m)."""
-
-    epoch: int
-    lr_mult: float
-    alpha: float
-    beta: float
+__all__ = ["COMMON_HP", "KINDS", "LR", "Context", "Method", "MethodContext", "Ramp", "code_version", "hp_keys",
+           "hp_kinds"]
 
 
 @dataclass
 class Context:
-    """What a method may read when it is built."""
+    """What a method may read when it is built (implements ``core.method.MethodContext``)."""
 
     model_name: str
     spec: ModelSpec
@@ -53,73 +33,3 @@ class Context:
         its gradient-tensor input scaled by ``input_scale`` (a key of ``AUX_INPUT_SCALES``)."""
         name = model_name or self.hp.get("aux_model") or self.model_name
         return build_model(name, aux_spec(self.spec, num_classes, input_scale)).to(self.device)
-
-
-class Method:
-    """Base class of every training procedure. Subclasses implement ``step``.
-
-    ``name`` is set by the registry that registers the class (the name is written once, in
-    the ``register`` line); ``hyperparameters`` names the keys of ``ctx.hp`` the method
-    reads (the settings accept exactly the union of these keys); ``hp_defaults`` gives
-    values for keys a preset may leave out; ``version`` is bumped by hand when a change in
-    code outside the class's own module (a shared helper) changes what it computes, since
-    ``code_version`` hashes only the modules that define the class and its bases.
-    """
-
-    name: ClassVar[str] = "method"
-    hyperparameters: ClassVar[tuple[str, ...]] = ()
-    hp_defaults: ClassVar[dict[str, Any]] = {}
-    version: ClassVar[str] = "1"
-
-    def __init__(self, model: nn.Module, ctx: Context):
-        self.model = model
-        self.ctx = ctx
-        self.opt = self.adam(model)
-
-    def adam(self, module: nn.Module | list) -> torch.optim.Optimizer:
-        params = module.parameters() if isinstance(module, nn.Module) else module
-        return torch.optim.Adam(params, lr=float(self.ctx.hp.get("lr", 1e-3)))
-
-    def modules(self) -> dict[str, nn.Module]:
-        """Modules to save; 'model' is the network the attack harness evaluates."""
-        return {"model": self.model}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": self.opt}
-
-    def train(self, mode: bool = True) -> None:
-        for m in self.modules().values():
-            m.train(mode)
-
-    def step(self, x: torch.Tensor, y: Any, ramp: Ramp) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch; returns detached scalar tensors to log.
-
-        Return tensors, not floats: the loop averages them on the device and synchronises
-        once per epoch instead of once per step.
-        """
-        raise NotImplementedError
-
-    @staticmethod
-    def zero(*opts: torch.optim.Optimizer) -> None:
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-
-
-def code_version(cls: type) -> str:
-    """The class's ``version`` plus a hash of the source files of the modules that define it
-    and its ``Method`` bases: editing a method's file makes its finished runs stale."""
-    h = hashlib.sha256(str(getattr(cls, "version", "")).encode())
-    for klass in cls.__mro__:
-        if klass is object or not (isinstance(klass, type) and issubclass(klass, Method)):
-            continue
-        module = sys.modules.get(klass.__module__)
-        try:
-            h.update(inspect.getsource(module).encode() if module is not None else klass.__qualname__.encode())
-        except (OSError, TypeError):  # defined interactively: only the name is known
-            h.update(klass.__qualname__.encode())
-    return h.hexdigest()[:16]
-
-
-def hp_keys(cls: type) -> set[str]:
-    """The ``ctx.hp`` keys a method class reads: its declared ones plus ``COMMON_HP``."""
-    return set(COMMON_HP) | set(getattr(cls, "hyperparameters", ())) | set(getattr(cls, "hp_defaults", {}))

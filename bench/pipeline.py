@@ -11,61 +11,48 @@ from typing import Any, Sequence
 
 from attacks.evaluate import evaluate
 from attacks.row_schema import ROW_FIELDS, row_key
-from attacks.subjects import Subject, eval_set_for, subject_from_factory, subject_from_run
+from attacks.subjects import Subject, eval_set_for, recorded_data, subject_from_factory, subject_from_run
 from attacks.specs import AttackSpec
 from bench.config import apply_overrides, load_preset
-from bench.data import load_dataset
 from bench.defense_track import model_spec_for, train_defense
 from bench.errors import BenchError
-from bench.eval_settings import EvalSettings, eval_settings, sweep_specs
+from bench.eval_settings import EvalSettings, sweep_specs
 from bench.executors import EXECUTORS, Job, JobContext
 from bench.reporting import write_report
 from bench.rows import merge_rows, read_rows
-from bench.settings import parse, parse_variant_arg
+from bench.settings import Settings, apply_options, parse
 from bench.train import resolve_device
 
 
 def resolve_config(preset: str | Path, overrides: Sequence[str] = (), *, epochs: int | None = None,
                    seed: int | None = None, seeds: Sequence[int] | None = None, device: str | None = None,
-                   variants: Sequence[str] = (), defense: str | None = None) -> dict[str, Any]:
+                   variants: Sequence[str] = (), defense: str | None = None) -> Settings:
     """A preset (name or .toml path) with ``section.key=value`` overrides, ``--variant``
-    declarations (``NAME=DEFENSE[:key=value,...]``) and the common options applied, then
-    parsed by ``bench.settings.parse`` (unknown keys refused). ``defense`` (``train``)
-    makes that one defense the preset's list, so its own hyper-parameters are valid keys.
-    Returns the config dict that runs record in meta.json."""
-    cfg = apply_overrides(load_preset(str(preset)), list(overrides))
-    for text in variants:
-        name, table = parse_variant_arg(text)
-        cfg.setdefault("variants", {})[name] = table
-    if defense is not None:
-        cfg["train"]["defenses"] = [defense]
-    if epochs is not None:
-        cfg["train"]["epochs"] = epochs
+    declarations (``NAME=DEFENSE[:key=value,...]``) and the common options applied, parsed
+    by ``bench.settings.parse`` (unknown keys and badly typed values refused). ``defense``
+    (``train``) makes that one defense the preset's list, so its own hyper-parameters are
+    valid keys. Returns the frozen ``Settings``; their ``source`` is what runs record in meta.json."""
     if seed is not None and seeds is not None:
         raise BenchError("give --seed or --seeds, not both")
-    if seed is not None or seeds is not None:
-        cfg["train"]["seeds"] = [seed] if seed is not None else list(seeds or [])
-    if device is not None:
-        cfg["train"]["device"] = device
-    parse(cfg)
-    return cfg
+    cfg = apply_options(apply_overrides(load_preset(str(preset)), list(overrides)), variants=variants,
+                        defense=defense, epochs=epochs, seeds=[seed] if seed is not None else seeds, device=device)
+    return parse(cfg)
 
 
-def default_runs_root(cfg: dict[str, Any], out: str | Path | None = None) -> Path:
+def default_runs_root(s: Settings, out: str | Path | None = None) -> Path:
     """``runs/<preset>`` unless ``out`` is given: where every track keeps its run directories."""
-    return Path(out) if out else Path("runs") / str(cfg.get("preset", "custom"))
+    return Path(out) if out else Path("runs") / s.preset
 
 
-def default_results_dir(cfg: dict[str, Any], results: str | Path | None = None) -> Path:
+def default_results_dir(s: Settings, results: str | Path | None = None) -> Path:
     """``results/<preset>`` unless ``results`` is given: where every track writes its report."""
-    return Path(results) if results else Path("results") / str(cfg.get("preset", "custom"))
+    return Path(results) if results else Path("results") / s.preset
 
 
-def train_all(cfg: dict[str, Any], out: str | Path, *, data_dir: str | None = None, quiet: bool = False) -> list[Path]:
+def train_all(s: Settings, out: str | Path, *, data_dir: str | None = None, quiet: bool = False) -> list[Path]:
     """Every defense and variant x seed of a preset. A finished run of the same identity is
     reused, an interrupted one resumed, a stale one retrained (one line says what changed)."""
-    s = parse(cfg)
-    return [train_defense(cfg, defense, seed, out, data_dir=data_dir, reuse=True, quiet=quiet)
+    return [train_defense(s, defense, seed, out, data_dir=data_dir, reuse=True, quiet=quiet)
             for seed in s.train.seeds for defense in s.defenses_to_train()]
 
 
@@ -78,7 +65,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], c
     subjects = [subject_from_run(r, dev) for r in run_dirs]  # fails early on a bad run or sha256
     rows: list[dict] = []
     for subject in subjects:
-        data = eval_set_for(subject.meta["config"], settings.n_test, data_dir=data_dir, device=dev,
+        data = eval_set_for(recorded_data(subject), settings.n_test, data_dir=data_dir, device=dev,
                             expect_fingerprint=subject.meta.get("test_fingerprint"))
         rows = evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
                         batch_size=settings.batch_size, force=force, quiet=quiet)
@@ -87,16 +74,16 @@ def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], c
     return rows, subjects
 
 
-def evaluate_model(cfg: dict[str, Any], factory: str, weights: str | Path, specs: Sequence[AttackSpec],
+def evaluate_model(s: Settings, factory: str, weights: str | Path, specs: Sequence[AttackSpec],
                    csv_path: str | Path,
                    settings: EvalSettings, *, name: str | None = None, data_dir: str | None = None,
                    device: str | None = None, force: bool = False, quiet: bool = False) -> list[dict]:
     """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
     dev = resolve_device(device)
-    data = eval_set_for(cfg, settings.n_test, data_dir=data_dir, device=dev)
-    test = load_dataset(cfg["data"]["dataset"], "test", data_dir=data_dir, device=dev)
-    subject = subject_from_factory(factory, weights, model_spec_for(cfg, test), cfg["data"]["dataset"],
-                                   name=name, device=dev)
+    data = eval_set_for(s.data, settings.n_test, data_dir=data_dir, device=dev)
+    subject = subject_from_factory(factory, weights, model_spec_for(s.data.dataset, data.x.shape[1:],
+                                                                    data.num_classes),
+                                   s.data.dataset, name=name, device=dev)
     return evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
                     batch_size=settings.batch_size, force=force, quiet=quiet)
 
@@ -115,11 +102,11 @@ def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *,
         subjects = [subject_from_run(r, dev) for r in runs]
         shas = {s.sha256 for s in subjects}
         rows = [r for r in rows if r["checkpoint_sha256"] in shas]
-        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+        data = eval_set_for(recorded_data(subjects[0]), settings.n_test, data_dir=data_dir, device=dev)
     return write_report(rows, Path(results), settings, subjects=subjects, data=data, against=against, quiet=quiet)
 
 
-def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: str | Path | None = None,
+def benchmark(s: Settings, *, out: str | Path | None = None, results: str | Path | None = None,
               data_dir: str | None = None, quiet: bool = False, executor: str = "local",
               ray_address: str | None = None, cpus_per_task: int = 1) -> Path:
     """``great-bench run``: every (defense or variant, seed) job trains its run and evaluates the
@@ -128,28 +115,27 @@ def benchmark(cfg: dict[str, Any], *, out: str | Path | None = None, results: st
     report of the others (``BenchError``); rerunning resumes: finished runs and computed rows
     are skipped."""
     run_executor = EXECUTORS.get(executor)
-    s = parse(cfg)
-    runs_root = default_runs_root(cfg, out)
-    results_dir = default_results_dir(cfg, results)
-    settings = eval_settings(cfg)
+    runs_root = default_runs_root(s, out)
+    results_dir = default_results_dir(s, results)
+    settings = s.eval
     specs = sweep_specs(settings.sweep)
     csv_path = results_dir / "robustness.csv"
     jobs = [Job(defense, seed) for seed in s.train.seeds for defense in s.defenses_to_train()]
     t0 = time.time()
-    done = run_executor(JobContext(cfg, runs_root, csv_path, settings, data_dir), jobs, quiet=quiet,
+    done = run_executor(JobContext(s, runs_root, csv_path, data_dir), jobs, quiet=quiet,
                         address=ray_address, cpus_per_task=cpus_per_task)
     t1 = time.time()
     ok = [r for r in done if r.error is None]
     failed = [r for r in done if r.error is not None]
     if ok:
-        dev = resolve_device(cfg["train"].get("device"))
+        dev = resolve_device(s.train.device)
         subjects = [subject_from_run(r.run_dir, dev) for r in ok]
         # The results folder of `run` shows exactly this sweep on these checkpoints: rows cached
         # from older checkpoints or sweeps are dropped from its CSV (``evaluate`` keeps them).
         shas, keys = {sub.sha256 for sub in subjects}, {spec.key() for spec in specs}
         rows = merge_rows(csv_path, [], row_key, ROW_FIELDS,
                           keep=lambda r: r["checkpoint_sha256"] in shas and r["spec"] in keys)
-        data = eval_set_for(subjects[0].meta["config"], settings.n_test, data_dir=data_dir, device=dev)
+        data = eval_set_for(recorded_data(subjects[0]), settings.n_test, data_dir=data_dir, device=dev)
         write_report(rows, results_dir, settings, subjects=subjects, data=data, quiet=quiet)
     t2 = time.time()
     print(f"time: {len(jobs)} jobs on the {executor} executor {t1 - t0:.1f} s (summed over jobs: train "

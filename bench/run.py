@@ -34,6 +34,14 @@ IDENTITY_FILE = "identity.json"
 Action = Literal["reuse", "resume", "fresh"]
 
 
+def run_path(root: str | Path, track: str, dataset: str, *names: str, seed: int | None = None) -> Path:
+    """The run-directory layout of every track: ``<root>/<track>/<dataset>/<name>.../seed<S>``
+    (the defense track's ``track`` is ""). A name may be a ``module:Class`` or hold a '/',
+    which would nest folders: both become '_', the one escaping rule for folder names."""
+    parts = [track, dataset, *names] + ([f"seed{seed}"] if seed is not None else [])
+    return Path(root).joinpath(*(p.replace(":", "_").replace("/", "_") for p in parts if p))
+
+
 def fingerprint(identity: dict[str, Any]) -> str:
     """A short hash of an identity (canonical JSON)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -10,21 +10,27 @@ over the registered defenses and any user class (``module:Class``) the preset na
 Named variants (``[variants]``) are how ablations and hyper-parameter studies enter one
 table: ``great-a01 = {defense = "great", hp = {alpha_max = 0.1}}`` is a defense of its own
 name, trained into its own run directory, shown as its own row everywhere. Its ``hp`` keys
-are checked against the base defense's keys.
+are checked against the base defense's keys, and every hyper-parameter value against its
+kind (``bench.method.hp_kinds``: a number unless the method's default says otherwise).
+
+``Settings`` are the only configuration the library sees. They are frozen, and they keep the
+dict they were parsed from only as ``source``: the record a run writes into meta.json.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from bench.config import (check_hp_values, check_keys, nonnegative_int, optional_positive_int, parse_value,
-                          positive_int, seed_list)
+from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
+                          parse_value, positive_int, seed_list)
 from bench.data import DATASETS
-from bench.distill.settings import Pair, resolve as resolve_distill
+from bench.splits import DataSettings
+from bench.distill.settings import DistillSettings, resolve as resolve_distill
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, eval_settings
-from bench.method import Method, hp_keys
+from bench.method import LR, Method, hp_keys, hp_kinds
 from bench.multitask.settings import MultiTaskSettings, settings_from
 from bench.registry import suggest
 from defenses import DEFENSES
@@ -32,16 +38,6 @@ from defenses import DEFENSES
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SECTIONS = ("preset", "description", "data", "model", "train", "hp", "defense_hp", "variants", "eval",
             "distill", "multitask")
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    dataset: str
-    batch_size: int
-    train_subset: int | None = None
-    test_subset: int | None = None
-    subset_seed: int = 0
-    augment: str | None = None   # default: the dataset's own policy
 
 
 @dataclass(frozen=True)
@@ -77,9 +73,11 @@ class Settings:
     defense_hp: dict[str, dict[str, Any]]
     variants: dict[str, Variant]
     eval: EvalSettings
-    distill: tuple[dict[str, Any], list[Pair]] | None
+    distill: DistillSettings | None
     multitask: MultiTaskSettings | None
     description: str = ""
+    # The parsed dict, kept only as the record written to meta.json ("config").
+    source: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def base_defense(self, name: str) -> str:
         """The registered (or ``module:Class``) defense behind a name (itself unless a variant)."""
@@ -134,6 +132,25 @@ def parse_variant_arg(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), {"defense": base.strip(), "hp": hp}
 
 
+def apply_options(cfg: dict[str, Any], *, variants: Sequence[str] = (), defense: str | None = None,
+                  epochs: int | None = None, seeds: Sequence[int] | None = None,
+                  device: str | None = None) -> dict[str, Any]:
+    """A preset dict with the command line's options written in (a copy; ``parse`` checks it):
+    ``--variant`` declarations, ``train``'s one defense, epochs, seeds and device."""
+    cfg = copy.deepcopy(cfg)
+    for text in variants:
+        name, table = parse_variant_arg(text)
+        cfg.setdefault("variants", {})[name] = table
+    train = cfg.setdefault("train", {})
+    if not isinstance(train, dict):
+        raise BenchError("config lacks the [train] section")
+    for key, value in (("defenses", None if defense is None else [defense]), ("epochs", epochs),
+                       ("seeds", None if seeds is None else list(seeds)), ("device", device)):
+        if value is not None:
+            train[key] = value
+    return cfg
+
+
 def _variants(raw: Any) -> dict[str, Variant]:
     if raw is None:
         return {}
@@ -160,6 +177,7 @@ def _variants(raw: Any) -> dict[str, Variant]:
         if not isinstance(hp, dict):
             raise BenchError(f"{where}.hp must be a table of hyper-parameters")
         check_keys(hp, sorted(hp_keys(cls)), f"{where}.hp", f"keys of defense {base!r}")
+        check_hp_kinds(hp, hp_kinds(cls), f"{where}.hp")
         check_hp_values(hp, f"{where}.hp")
         out[name] = Variant(name, base, dict(hp))
     return out
@@ -177,7 +195,7 @@ def parse(cfg: dict[str, Any]) -> Settings:
     data = DataSettings(str(d["dataset"]), positive_int(d.get("batch_size"), "data.batch_size"),
                         optional_positive_int(d.get("train_subset"), "data.train_subset"),
                         optional_positive_int(d.get("test_subset"), "data.test_subset"),
-                        nonnegative_int(d.get("subset_seed", 0), "data.subset_seed"), d.get("augment"))
+                        nonnegative_int(d.get("subset_seed", DataSettings.subset_seed), "data.subset_seed"), d.get("augment"))
     check_keys(cfg["model"], ModelSettings.__dataclass_fields__, "model")
     if not isinstance(cfg["model"].get("name"), str):
         raise BenchError("model.name is missing: name a model from `great-bench list`")
@@ -186,8 +204,9 @@ def parse(cfg: dict[str, Any]) -> Settings:
     defenses = t.get("defenses", [])
     if not isinstance(defenses, list) or not all(isinstance(x, str) for x in defenses):
         raise BenchError(f"train.defenses = {defenses!r} is invalid: a list of defense names")
-    train = TrainSettings(positive_int(t.get("epochs"), "train.epochs"), seed_list(t.get("seeds", [0]), "train.seeds"),
-                          tuple(defenses), str(t.get("device", "auto")),
+    train = TrainSettings(positive_int(t.get("epochs"), "train.epochs"),
+                          seed_list(t.get("seeds", list(TrainSettings.seeds)), "train.seeds"),
+                          tuple(defenses), str(t.get("device", TrainSettings.device)),
                           optional_positive_int(t.get("train_eval_subset"), "train.train_eval_subset"))
     variants = _variants(cfg.get("variants"))
     for name in defenses:
@@ -199,6 +218,7 @@ def parse(cfg: dict[str, Any]) -> Settings:
                     if n not in variants})
     hp = dict(cfg.get("hp", {}))
     check_keys(hp, sorted(set().union(*map(hp_keys, classes.values()))), "hp", "hyper-parameters")
+    check_hp_kinds(hp, _union_kinds(classes.values()), "hp")
     check_hp_values(hp, "hp")
     dhp = cfg.get("defense_hp", {})
     for name, sub in dhp.items():
@@ -207,15 +227,20 @@ def parse(cfg: dict[str, Any]) -> Settings:
             raise BenchError(f"unknown section defense_hp.{name}{hint}; it names a defense or variant")
         cls = classes[name] if name in classes else classes[variants[name].defense]
         check_keys(sub, sorted(hp_keys(cls)), f"defense_hp.{name}", f"keys of defense {name!r}")
+        check_hp_kinds(sub, hp_kinds(cls), f"defense_hp.{name}")
         check_hp_values(sub, f"defense_hp.{name}")
-    distill = resolve_distill(cfg["distill"]) if "distill" in cfg else None
-    multitask = settings_from(cfg) if "multitask" in cfg else None
+    ev = eval_settings(cfg)
+    distill = resolve_distill(cfg["distill"], data, ev) if "distill" in cfg else None
+    multitask = settings_from(cfg, data, train.epochs, train.seeds, hp.get("lr", LR)) if "multitask" in cfg else None
     return Settings(str(cfg.get("preset", "custom")), data, ModelSettings(cfg["model"]["name"]), train, hp,
-                    {k: dict(v) for k, v in dhp.items()}, variants, eval_settings(cfg), distill, multitask,
-                    str(cfg.get("description", "")))
+                    {k: dict(v) for k, v in dhp.items()}, variants, ev, distill, multitask,
+                    str(cfg.get("description", "")), copy.deepcopy(cfg))
 
 
-def validate(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``parse(cfg)`` for its checks; returns the config dict unchanged."""
-    parse(cfg)
-    return cfg
+def _union_kinds(classes) -> dict[str, tuple[str, ...]]:
+    """Per ``[hp]`` key, every kind the classes reading it expect (any of them is accepted)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for cls in classes:
+        for k, kind in hp_kinds(cls).items():
+            out[k] = tuple(dict.fromkeys([*out.get(k, ()), kind]))
+    return out

@@ -106,7 +106,9 @@ def fit(method: Method, batches: BatchSource, *, epochs: int, run_dir: Path, see
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch > start_epoch or resume else "nothing was saved"
             raise BenchError(f"{label or 'training'}: {', '.join(bad)} became non-finite in epoch {epoch + 1} "
                              f"({kept}); lower the learning rate or the alpha/beta/lambda hyper-parameters")
-        row.update(alpha=r.alpha, beta=r.beta, lr=float(method.ctx.hp.get("lr", 1e-3)) * r.lr_mult,
+        # The rate the main optimiser actually used (an SGD preset's default is not Adam's).
+        main_opt = optimizers.get("model") or next(iter(optimizers.values()))
+        row.update(alpha=r.alpha, beta=r.beta, lr=float(main_opt.param_groups[0]["lr"]),
                    seconds=round(time.time() - t0, 3))
         log_rows.append(row)
         save_training_state(run_dir, modules, optimizers, gen, {"epoch": epoch, "log": log_rows})

@@ -1,13 +1,14 @@
-"""The defense interface: ``bench.method.Method`` under the name the defenses use.
+"""The defense interface: ``core.method.Method`` under the name the defenses use.
 
 A defense owns any extra modules (auxiliary network, ...) and their optimizers, and
 implements one training step; the generic loop (``bench/train.py``) does the rest. The
-protocol itself lives in ``bench/method.py`` (shared with distillers and multi-task
-methods), so this package depends on bench's core and never the other way round.
+protocol itself lives in the leaf package ``core`` (shared with distillers and multi-task
+methods), so this package imports ``core`` only: ``bench`` imports ``defenses``, never the
+other way round.
 """
 from __future__ import annotations
 
-from bench.method import Context, Method, Ramp
+from core.method import Method, MethodContext, Ramp
 
 
 class Defense(Method):
@@ -15,4 +16,4 @@ class Defense(Method):
     the ``DEFENSES.register("name")`` line names them."""
 
 
-__all__ = ["Context", "Defense", "Ramp"]
+__all__ = ["Defense", "MethodContext", "Ramp"]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
-from defenses.base import Context, Defense, Ramp
+from core.errors import BenchError
+from defenses.base import Defense, MethodContext, Ramp
 from defenses.gradients import accuracy, grad_reverse, masked_input_gradient
 from defenses.registry import DEFENSES
 
@@ -53,7 +53,7 @@ class GradientAdversarial(Defense):
     hyperparameters = ("alpha_max", "beta_max")
     hp_defaults = {"detach_confidence": False, "aux_input_scale": "batch-rms"}
 
-    def __init__(self, model, ctx: Context):
+    def __init__(self, model, ctx: MethodContext):
         super().__init__(model, ctx)
         hp = {**self.hp_defaults, **ctx.hp}
         if not isinstance(hp["detach_confidence"], bool):

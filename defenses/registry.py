@@ -1,4 +1,4 @@
 """The defense registry: name -> Defense subclass. ``package.module:Class`` also works."""
-from bench.registry import Registry
+from core.registry import Registry
 
 DEFENSES = Registry("defense")

@@ -78,9 +78,9 @@ def one_thread():
 @pytest.fixture
 def smoke_cfg():
     from bench.config import load_preset
-    from bench.settings import validate
+    from bench.settings import parse
 
-    return validate(load_preset("smoke"))
+    return parse(load_preset("smoke"))
 
 
 # ---------------------------------------------------------------- benchmark ratios

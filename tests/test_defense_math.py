@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.models import ModelSpec, build_model
-from defenses import DEFENSES, Context, Ramp
+from bench.method import Context, Ramp
+from defenses import DEFENSES
 from defenses.datagrad import DataGradL1, DataGradL2
 from defenses.fgsm_at import AdversarialBackprop, FGSMAdversarialTraining
 from defenses.great import GREACE, GREAT, GREATCE, greace_term

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bench.distill import DISTILLERS
 from bench.distill.base import freeze
 from bench.models import ModelSpec, build_model
-from defenses.base import Context, Ramp
+from bench.method import Context, Ramp
 
 SPEC = ModelSpec(1, 8, 4, (0.5,), (0.25,))
 RAMP = Ramp(0, 1.0, 0.0, 0.0)

@@ -17,7 +17,7 @@ from bench.distill.kd import soft_target_kl
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
 from conftest import make_images
-from defenses.base import Context, Ramp
+from bench.method import Context, Ramp
 from defenses.gradients import per_example_input_gradient
 
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))

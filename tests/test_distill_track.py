@@ -13,20 +13,19 @@ import torch
 from bench.checkpoint import save_weights
 from bench.cli import main
 from bench.config import apply_overrides, load_preset
-from bench.settings import validate
+from bench.settings import parse
 from bench.distill.imagefolder import load_image_folder
-from bench.distill.settings import resolve
 from bench.distill.track import run_track, sparse_subset
 from bench.errors import BenchError
 from bench.models import MODELS, ModelSpec, build_model
-from bench.data import load_splits
+from bench.splits import load_splits
 
 FAST = ["distill.methods=['baseline', 'kd']", "distill.epochs=1", "distill.sparse_epochs=1",
         "distill.teacher_epochs=1", "distill.sparse_fraction=0.05", "train.device='cpu'", "eval.n_test=32"]
 
 
 def cfg_with(*overrides):
-    return validate(apply_overrides(load_preset("smoke"), [*FAST, *overrides]))
+    return parse(apply_overrides(load_preset("smoke"), [*FAST, *overrides]))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def track_run(tmp_path_factory, tiny_data_dir):
         mp.setattr(data, "DEFAULT_DATA_DIR", tiny_data_dir)
         mp.setattr(data, "_CACHE", {})
         rows = run_track(cfg, runs_root=out / "runs", results_dir=out / "results", quiet=True, log=lambda s: None)
-        train, _ = load_splits(cfg, torch.device("cpu"), None)
+        train, _ = load_splits(cfg.data, torch.device("cpu"), None)
     return cfg, out, rows, train
 
 
@@ -144,19 +143,19 @@ def test_sparse_fraction_outside_0_1_is_rejected_before_anything_runs(tmp_path, 
 def test_bad_distill_settings(overrides, match):
     cfg = apply_overrides(load_preset("smoke"), overrides)
     with pytest.raises(BenchError, match=match):
-        resolve(cfg["distill"])
+        parse(cfg)
 
 
 def test_presets_declare_a_valid_distill_section():
+    regime = lambda pair, name: next(r for r in pair.regimes if r.name == name)
     for name in ("smoke", "quick", "cifar10-paper"):
-        cfg = load_preset(name)
-        track, pairs = resolve(cfg["distill"])
-        assert set(track["methods"]) == {"baseline", "kd", "great", "sobolev"}
-        for p in pairs:
-            assert p.regimes["dense"]["great_alpha"] == 0.1
-    _, pairs = resolve(load_preset("cifar10-paper")["distill"])
-    assert [(p.student, p.teacher) for p in pairs] == [("cnn5", "resnet18"), ("resnet18", "resnext29-8x64d")]
-    assert pairs[1].regimes["sparse"]["kd_alpha"] == 0.95 and pairs[0].regimes["sparse"]["kd_alpha"] == 0.99
+        d = parse(load_preset(name)).distill
+        assert set(d.methods) == {"baseline", "kd", "great", "sobolev"}
+        for p in d.pairs:
+            assert regime(p, "dense").hp["great_alpha"] == 0.1
+    pairs = parse(load_preset("cifar10-paper")).distill.pairs
+    assert [(p.student, p.teacher.arch) for p in pairs] == [("cnn5", "resnet18"), ("resnet18", "resnext29-8x64d")]
+    assert regime(pairs[1], "sparse").hp["kd_alpha"] == 0.95 and regime(pairs[0], "sparse").hp["kd_alpha"] == 0.99
 
 
 def write_png_tree(root: Path, classes=("bird", "cat", "dog"), per_class=3, test_classes=None) -> Path:
@@ -190,10 +189,10 @@ def test_image_folder_loads_resized_uint8_rgb_with_sorted_class_labels(tmp_path)
 
 def test_image_folder_data_dir_runs_the_mini_imagenet_setting(tmp_path):
     root = write_png_tree(tmp_path / "mini", per_class=4)
-    cfg = cfg_with("distill.methods=['baseline']")
-    cfg["distill"]["imagefolder"] = {"image_size": 16, "student": "small-cnn", "teacher": "cnn5",
+    raw = apply_overrides(load_preset("smoke"), [*FAST, "distill.methods=['baseline']"])
+    raw["distill"]["imagefolder"] = {"image_size": 16, "student": "small-cnn", "teacher": "cnn5",
                                      "sparse_fraction": 0.5, "batch_size": 8}
-    rows = run_track(cfg, runs_root=tmp_path / "runs", results_dir=None, data_dir=str(root), quiet=True,
+    rows = run_track(parse(raw), runs_root=tmp_path / "runs", results_dir=None, data_dir=str(root), quiet=True,
                      log=lambda s: None)
     assert {(r["dataset"], r["student"], r["teacher"]) for r in rows} == {("imagefolder", "small-cnn", "cnn5")}
     assert {r["n_train"] for r in rows if r["regime"] == "sparse"} == {6}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.models import BatchRMSNorm, ModelSpec, build_model
-from defenses import Context, Ramp
+from bench.method import Context, Ramp
 from defenses.great import GREAT, GREATCE
 
 SPEC = ModelSpec(1, 8, 4, (0.5,), (0.25,))

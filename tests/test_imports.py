@@ -1,6 +1,8 @@
 """Dependencies run one way (issue 10): every module imports on its own in a fresh interpreter,
 the project's modules import each other without cycles, and no function body imports project
-code (the usual way of hiding a cycle)."""
+code (the usual way of hiding a cycle). Issue 19: the same between packages (a module of
+``defenses`` importing ``bench`` while one of ``bench`` imports ``defenses`` is a cycle of
+packages even when no two modules form one)."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bench", "attacks", "defenses")
+PACKAGES = ("bench", "attacks", "defenses", "core")
 
 
 def modules() -> dict[str, Path]:
@@ -48,7 +50,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
         f"names = {names!r}\n"
         "bad = []\n"
         "for n in names:\n"
-        "    for m in [m for m in sys.modules if m.split('.')[0] in ('bench', 'attacks', 'defenses')]:\n"
+        f"    for m in [m for m in sys.modules if m.split('.')[0] in {PACKAGES!r}]:\n"
         "        del sys.modules[m]\n"
         "    try:\n"
         "        importlib.import_module(n)\n"
@@ -63,15 +65,27 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     assert res.stdout.strip().endswith(f"imported {len(names)} modules one by one; 0 failed"), res.stdout
 
 
-def test_no_import_cycles_between_project_modules():
+def module_graph() -> dict[str, set[str]]:
     known = modules()
-    graph = {m: set() for m in known}
+    graph: dict[str, set[str]] = {m: set() for m in known}
     for m, path in known.items():
         for node in ast.parse(path.read_text()).body:  # top level only (function bodies: next test)
             for t in _targets(node, m, known):
                 if t in known and t != m:
                     graph[m].add(t)
-    # Tarjan's strongly connected components: any component of two or more modules is a cycle.
+    return graph
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Top-level packages, an edge where any module of one imports a module of the other."""
+    graph: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for m, targets in module_graph().items():
+        graph[m.split(".")[0]] |= {t.split(".")[0] for t in targets} - {m.split(".")[0]}
+    return graph
+
+
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components: any component of two or more nodes is a cycle."""
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
 
     def visit(v):
@@ -100,7 +114,31 @@ def test_no_import_cycles_between_project_modules():
     for v in graph:
         if v not in index:
             visit(v)
+    return sorted(cycles)
+
+
+def test_no_import_cycles_between_project_modules():
+    cycles = cycles_of(module_graph())
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_cycle_finder_sees_a_cycle():
+    assert cycles_of({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles_of({"a": {"b"}, "b": set()}) == []
+
+
+# The one package cycle left (issue 19 fixed defenses <-> bench through the leaf package
+# ``core``): ``attacks`` reads runs, data, rows and intervals through bench's foundation
+# modules while bench's harness drives ``attacks``. Breaking it means moving those
+# foundations below both; until then it is named here, and the test fails when it goes
+# away (so the exemption cannot outlive it) as well as on any other cycle.
+KNOWN_PACKAGE_CYCLES = [["attacks", "bench"]]
+
+
+def test_no_import_cycles_between_packages():
+    graph = package_graph()
+    assert cycles_of(graph) == KNOWN_PACKAGE_CYCLES, f"package cycles: {cycles_of(graph)}; edges: {graph}"
+    assert graph["defenses"] <= {"core"} and graph["core"] == set(), graph
 
 
 def test_no_function_level_import_of_project_code():

@@ -16,7 +16,7 @@ from bench.defense_track import train_defense
 import concurrent_writer
 from bench.rows import read_rows
 from bench.run import Run
-from bench.settings import parse, parse_variant_arg
+from bench.settings import Variant, parse_variant_arg
 
 TINY = ["data.train_subset=64", "data.test_subset=32", "train.epochs=1", "eval.n_test=32"]
 
@@ -121,11 +121,11 @@ def test_typo_in_a_preset_file_is_refused(tmp_path):
 
 
 def test_defense_specific_and_user_hyperparameters_stay_valid():
-    s = parse(tiny("defense_hp.datagrad-l1.datagrad_lambda=0.02"))
+    s = tiny("defense_hp.datagrad-l1.datagrad_lambda=0.02")
     assert s.method_hp("datagrad-l1")["datagrad_lambda"] == 0.02
     with pytest.raises(BenchError, match="unknown key hp.loss_scale"):
         tiny("hp.loss_scale=0.5")  # no defense named in the preset reads it
-    s = parse(tiny("hp.loss_scale=0.5", "train.defenses=['custom_defenses:ScaledLoss']"))
+    s = tiny("hp.loss_scale=0.5", "train.defenses=['custom_defenses:ScaledLoss']")
     assert s.method_hp("custom_defenses:ScaledLoss")["loss_scale"] == 0.5
 
 
@@ -184,8 +184,7 @@ def test_variant_from_the_command_line_and_for_a_user_defense():
     assert parse_variant_arg("mine=custom_defenses:ScaledLoss:loss_scale=2") == (
         "mine", {"defense": "custom_defenses:ScaledLoss", "hp": {"loss_scale": 2}})
     assert parse_variant_arg("plain=baseline") == ("plain", {"defense": "baseline", "hp": {}})
-    cfg = resolve_config("smoke", TINY, variants=["mine=custom_defenses:ScaledLoss:loss_scale=2"])
-    s = parse(cfg)
+    s = resolve_config("smoke", TINY, variants=["mine=custom_defenses:ScaledLoss:loss_scale=2"])
     assert s.method_hp("mine")["loss_scale"] == 2 and "mine" in s.defenses_to_train()
 
 
@@ -200,6 +199,34 @@ def test_variant_keys_are_checked_against_the_base_defense():
         resolve_config("smoke", variants=["x=graet"])
     with pytest.raises(BenchError, match="a variant name is letters"):
         resolve_config("smoke", variants=["a/b=great:alpha_max=0.1"])
+
+
+def test_badly_typed_variant_value_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    """Issue 19: ``alpha_max=abc`` ended in a float() traceback and left an empty run folder."""
+    from bench.cli import main
+
+    out = tmp_path / "runs"
+    code = main(["train", "--preset", "smoke", "--variant", "x=great:alpha_max=abc", "--defense", "x",
+                 "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "variants.x.hp.alpha_max = 'abc' is invalid: expected a number" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hp.alpha_max='1'", r"hp.alpha_max = '1' is invalid: expected a number"),
+    ("hp.lr=fast", r"hp.lr = 'fast' is invalid: expected a number"),
+    ("hp.detach_confidence=1", r"hp.detach_confidence = 1 is invalid: expected true or false"),
+    ("hp.aux_input_scale=2", r"hp.aux_input_scale = 2 is invalid: expected a string"),
+    ("defense_hp.great-ce.beta_max=true", r"defense_hp.great-ce.beta_max = True is invalid: expected a number"),
+    ("multitask.gal_min=small", r"multitask.gal_min = 'small' is invalid: expected a number"),
+])
+def test_hyperparameter_values_are_checked_against_their_kind(override, message):
+    with pytest.raises(BenchError, match=message):
+        resolve_config("smoke", [override])
+    resolve_config("smoke", ["hp.detach_confidence=true", "hp.aux_input_scale='none'", "hp.aux_model='cnn5'"])
 
 
 def test_list_shows_a_presets_variants(capsys):
@@ -233,7 +260,8 @@ def test_multitask_track_retrains_only_the_stale_method(tmp_path, capsys):
 
     sets = ["multitask.methods=['equal', 'gradnorm']", "multitask.train_subset=64", "multitask.test_subset=32"]
     run_multitask(tiny(*sets), out=tmp_path / "runs", results=tmp_path / "res", quiet=True)
-    equal, gradnorm = (tmp_path / "runs" / "multitask" / m / "seed0" / "meta.json" for m in ("equal", "gradnorm"))
+    equal, gradnorm = (tmp_path / "runs" / "multitask" / "fashion-mnist" / m / "seed0" / "meta.json"
+                       for m in ("equal", "gradnorm"))
     stamps = equal.stat().st_mtime_ns, gradnorm.stat().st_mtime_ns
     capsys.readouterr()
     run_multitask(tiny(*sets, "multitask.gradnorm_alpha=0.6"), out=tmp_path / "runs", results=tmp_path / "res", quiet=True)
@@ -267,10 +295,10 @@ def test_run_takes_epochs_and_seeds_like_train(monkeypatch):
     args = build_parser().parse_args(["run", "--preset", "smoke", "--epochs", "3", "--seeds", "1", "2",
                                       "--variant", "g=great:alpha_max=0.2"])
     assert args.func(args) == 0
-    assert seen["cfg"]["train"]["epochs"] == 3 and seen["cfg"]["train"]["seeds"] == [1, 2]
-    assert seen["cfg"]["variants"]["g"] == {"defense": "great", "hp": {"alpha_max": 0.2}}
+    assert seen["cfg"].train.epochs == 3 and seen["cfg"].train.seeds == (1, 2)
+    assert seen["cfg"].variants["g"] == Variant("g", "great", {"alpha_max": 0.2})
     args = build_parser().parse_args(["run", "--preset", "smoke", "--seed", "4"])
-    assert args.func(args) == 0 and seen["cfg"]["train"]["seeds"] == [4]
+    assert args.func(args) == 0 and seen["cfg"].train.seeds == (4,)
 
 
 def test_resume_with_no_saved_state_says_so(tmp_path, capsys):
@@ -289,3 +317,36 @@ def test_atomic_writes_get_the_permissions_of_a_normal_new_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.html").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+
+
+def test_one_run_folder_layout_with_one_escaping_rule():
+    from bench.run import run_path
+
+    assert run_path("r", "", "fashion-mnist", "custom_defenses:ScaledLoss", seed=0) == \
+        Path("r/fashion-mnist/custom_defenses_ScaledLoss/seed0")
+    assert run_path("r", "multitask", "svhn", "my_mod:Weights", seed=2) == Path("r/multitask/svhn/my_mod_Weights/seed2")
+    assert run_path("r", "distill", "cifar10", "cnn5+resnet18", "sparse", "kd", seed=1) == \
+        Path("r/distill/cifar10/cnn5+resnet18/sparse/kd/seed1")
+    assert run_path("r", "distill", "cifar10", "teacher-a/b-1") == Path("r/distill/cifar10/teacher-a_b-1")
+
+
+def test_evaluation_takes_the_test_split_from_the_recorded_identity_not_the_config(tmp_path):
+    """Issue 19: the config dict in meta.json is a record, not a file format evaluation reads."""
+    from attacks.subjects import eval_set_for, recorded_data, subject_from_run
+    from bench.pipeline import evaluate_runs
+    from bench.splits import DataSettings
+    from bench.eval_settings import sweep_specs
+    import torch
+
+    s = tiny("data.subset_seed=3")
+    run = train_defense(s, "baseline", 0, tmp_path, quiet=True)
+    meta = json.loads((run / "meta.json").read_text())
+    del meta["config"]
+    (run / "meta.json").write_text(json.dumps(meta))
+    subject = subject_from_run(run)
+    assert recorded_data(subject) == DataSettings("fashion-mnist", s.data.batch_size, 64, 32, 3, s.data.augmentation)
+    data = eval_set_for(recorded_data(subject), 8)
+    test = s.data.split("test")
+    assert torch.equal(data.y, test.labels[:8])
+    rows, _ = evaluate_runs([run], sweep_specs(["none"]), tmp_path / "r.csv", s.eval, quiet=True)
+    assert len(rows) == 1 and int(rows[0]["n"]) == 32

@@ -11,7 +11,7 @@ from bench.models import ModelSpec
 from bench.multitask.methods import MULTITASK_METHODS
 from bench.multitask.network import MultiTaskNet, build_multitask_net
 from bench.multitask.tasks import TASKS, Task
-from defenses.base import Context
+from bench.method import Context
 
 
 def _toy(name, hp, kinds=("regression", "regression")):

@@ -12,7 +12,7 @@ from bench.multitask.gal import GALs, gal_scale
 from bench.multitask.methods import MULTITASK_METHODS
 from bench.multitask.network import MultiTaskNet, build_multitask_net
 from bench.multitask.tasks import TASKS, Task
-from defenses.base import Context
+from bench.method import Context
 
 SPEC = ModelSpec(1, 8, 10, (0.5,), (0.25,))  # 8x8 input -> small-conv feature 32 x 2 x 2
 HP = {"lr": 1e-3, "weight_lr": 1e-3, "gal_lr": 1e-3, "gal_min": 1e-3, "gradnorm_alpha": 1.5, "aux_blocks": 2}

@@ -49,7 +49,7 @@ def test_multitask_command_trains_every_method_and_writes_table_csv_and_plot(tmp
     assert "| GREAT |" in md and "| Class (% error) | Edge (RMSE) | Auto (RMSE) |" in md
     assert md.count("**") >= 6  # a best value marked in each of the three columns
     assert (res / "multitask_weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    great = tmp_path / "runs" / "multitask" / "great" / "seed0"
+    great = tmp_path / "runs" / "multitask" / "fashion-mnist" / "great" / "seed0"
     meta = json.loads((great / "meta.json").read_text())
     assert meta["kind"] == "multitask" and set(meta["metrics"]) == {"class", "edge", "auto"}
     assert {"gals.safetensors", "aux.safetensors", "model.safetensors"} <= set(meta["files"])

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.eval_settings import eval_settings
 from bench.executors import EXECUTORS, Board, Job, JobContext
 from bench.pipeline import benchmark, resolve_config
 
@@ -39,8 +38,7 @@ def test_ray_gives_the_in_process_rows_for_the_same_checkpoints(tmp_path, tiny_d
     benchmark(cfg, out=tmp_path / "runs", results=tmp_path / "local", data_dir=str(tiny_data_dir), quiet=True)
     local = _rows(tmp_path / "local" / "robustness.csv")
     # The same runs root: Ray's jobs reuse the finished checkpoints and evaluate them in workers.
-    ctx = JobContext(cfg, tmp_path / "runs", tmp_path / "ray" / "robustness.csv", eval_settings(cfg),
-                     data_dir=str(tiny_data_dir))
+    ctx = JobContext(cfg, tmp_path / "runs", tmp_path / "ray" / "robustness.csv", data_dir=str(tiny_data_dir))
     jobs = [Job("baseline", 0), Job("great", 0)]
     results = EXECUTORS.get("ray")(ctx, jobs, quiet=True)
     assert [r.error for r in results] == [None, None]

@@ -18,6 +18,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.defense_track import train_defense
+from bench.pipeline import resolve_config
 from bench.train import ramp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def test_run_writes_checkpoint_meta_and_log(smoke_cfg, tmp_path):
         assert key in meta
     assert 0 <= meta["metrics"]["test_acc"] <= 1 and "train_acc" in meta["metrics"]
     log = (run / "train_log.csv").read_text().splitlines()
-    assert log[0].split(",")[:2] == ["epoch", "loss"] and len(log) == 1 + smoke_cfg["train"]["epochs"]
+    assert log[0].split(",")[:2] == ["epoch", "loss"] and len(log) == 1 + smoke_cfg.train.epochs
     assert {"alpha", "beta", "lr", "seconds", "aux_loss"} <= set(log[0].split(","))
     assert not (run / STATE_FILE).exists()
     model, meta2 = load_run(run)
@@ -64,7 +65,7 @@ def test_same_seed_same_weights_and_different_seed_differs(smoke_cfg, tmp_path):
 
 
 def test_resume_after_interrupt_reproduces_uninterrupted_run(smoke_cfg, tmp_path):
-    cfg = {**smoke_cfg, "train": {**smoke_cfg["train"], "epochs": 3}}
+    cfg = resolve_config("smoke", ["train.epochs=3"])
     full = train_defense(cfg, "baseline", 0, tmp_path / "full", quiet=True)
     with pytest.raises(KeyboardInterrupt):
         train_defense(cfg, "custom_defenses:InterruptInEpoch2", 0, tmp_path / "cut", quiet=True)
@@ -178,3 +179,38 @@ def test_readme_example_defense_runs(tmp_path, monkeypatch, capsys):
     assert main(["train", "--preset", "smoke", "--quiet", "--out", str(tmp_path / "runs"),
                  "--defense", f"my_defense:{cls_name}"]) == 0
     assert list((tmp_path / "runs").rglob("meta.json"))
+
+
+def test_logged_learning_rate_is_the_optimisers_own(tmp_path):
+    """Issue 19: the log recomputed lr from Adam's default, so an SGD method with another rate
+    (and no hp.lr) logged a rate it never used. The log now reads the optimiser."""
+    from bench.method import Context, Method
+    from bench.train import fit
+
+    class SGDMethod(Method):
+        def __init__(self, model, ctx):
+            super().__init__(model, ctx)
+            self.opt = torch.optim.SGD(model.parameters(), lr=0.05)  # not hp.lr, not Adam's default
+
+        def step(self, x, y, r):
+            self.zero(self.opt)
+            loss = torch.nn.functional.cross_entropy(self.model(x), y)
+            loss.backward()
+            self.opt.step()
+            return {"loss": loss.detach()}
+
+    class Batches:
+        def __len__(self):
+            return 1
+
+        def epoch(self, g):
+            yield torch.rand(4, 1, 8, 8, generator=g), torch.tensor([0, 1, 0, 1])
+
+    spec = ModelSpec(1, 8, 2, (0.5,), (0.5,))
+    torch.manual_seed(0)
+    method = SGDMethod(build_model("small-cnn", spec), Context("small-cnn", spec, {}))
+    fit(method, Batches(), epochs=3, run_dir=tmp_path, seed=0, meta={}, quiet=True)
+    lines = (tmp_path / "train_log.csv").read_text().splitlines()
+    col = lines[0].split(",").index("lr")
+    logged = [float(line.split(",")[col]) for line in lines[1:]]
+    assert logged == pytest.approx([0.05 * ramp(e, 3).lr_mult for e in range(3)], rel=1e-12)

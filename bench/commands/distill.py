@@ -9,10 +9,10 @@ from bench.pipeline import default_results_dir, default_runs_root, resolve_confi
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    runs_root = default_runs_root(cfg, args.out)
-    results = default_results_dir(cfg, args.results)
-    run_track(cfg, runs_root=runs_root, results_dir=results, data_dir=args.data_dir, teacher_dir=args.teacher,
+    s = resolve_config(args.preset, args.overrides, device=args.device)
+    runs_root = default_runs_root(s, args.out)
+    results = default_results_dir(s, args.results)
+    run_track(s, runs_root=runs_root, results_dir=results, data_dir=args.data_dir, teacher_dir=args.teacher,
               quiet=args.quiet)
     print(f"wrote {results / 'distillation.csv'} and {results / 'distillation.md'}")
     return 0

@@ -3,29 +3,25 @@ saliency maps, gradient-masking checks): argument parsing over ``bench.pipeline`
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from bench.commands.common import common_args
 from bench.errors import BenchError
-from bench.eval_settings import eval_settings, sweep_specs
+from bench.eval_settings import sweep_specs
 from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, report, resolve_config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    settings = eval_settings(cfg)
-    if args.n is not None:
-        settings.n_test = args.n
-    if args.seed is not None:
-        settings.seed = args.seed
-    if args.batch_size is not None:
-        settings.batch_size = args.batch_size
+    s = resolve_config(args.preset, args.overrides, device=args.device)
+    given = {"n_test": args.n, "seed": args.seed, "batch_size": args.batch_size}
+    settings = replace(s.eval, **{k: v for k, v in given.items() if v is not None})
     for k in ("n_test", "batch_size"):
         v = getattr(settings, k)
         if v is not None and v <= 0:
             raise BenchError(f"--{k.replace('_test', '').replace('_', '-')} must be positive, got {v}")
     specs = sweep_specs(args.attack or settings.sweep)
-    out = Path(args.out) if args.out else default_results_dir(cfg, args.results) / "robustness.csv"
+    out = Path(args.out) if args.out else default_results_dir(s, args.results) / "robustness.csv"
     if bool(args.model) != bool(args.weights):
         raise BenchError("--model and --weights go together: --model module:factory --weights file.safetensors")
     if not args.model and not args.runs:
@@ -34,18 +30,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluate_runs([Path(r) for r in args.runs], specs, out, settings, data_dir=args.data_dir,
                       device=args.device, force=args.force, quiet=args.quiet)
     if args.model:
-        evaluate_model(cfg, args.model, args.weights, specs, out, settings, name=args.name, data_dir=args.data_dir,
+        evaluate_model(s, args.model, args.weights, specs, out, settings, name=args.name, data_dir=args.data_dir,
                        device=args.device, force=args.force, quiet=args.quiet)
     print(f"rows in {out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    settings = eval_settings(cfg)
-    results = default_results_dir(cfg, args.results)
+    s = resolve_config(args.preset, args.overrides, device=args.device)
+    results = default_results_dir(s, args.results)
     csv_path = Path(args.csv) if args.csv else results / "robustness.csv"
-    report(csv_path, results, settings, runs=[Path(r) for r in args.runs], data_dir=args.data_dir,
+    report(csv_path, results, s.eval, runs=[Path(r) for r in args.runs], data_dir=args.data_dir,
            device=args.device, against=args.against, quiet=args.quiet)
     return 0
 

@@ -10,10 +10,10 @@ from bench.pipeline import default_results_dir, default_runs_root, resolve_confi
 
 
 def cmd_multitask(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, device=args.device)
-    out = default_runs_root(cfg, args.out)
-    results = default_results_dir(cfg, args.results)
-    paths = run_multitask(cfg, out=out, results=results, data_dir=args.data_dir, force=args.force, quiet=args.quiet)
+    s = resolve_config(args.preset, args.overrides, device=args.device)
+    out = default_runs_root(s, args.out)
+    results = default_results_dir(s, args.results)
+    paths = run_multitask(s, out=out, results=results, data_dir=args.data_dir, force=args.force, quiet=args.quiet)
     print(Path(paths["md"]).read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0

@@ -11,7 +11,6 @@ from bench.defense_track import train_defense
 from bench.executors import EXECUTORS
 from bench.models import MODELS
 from bench.pipeline import benchmark, default_runs_root, resolve_config
-from bench.settings import parse
 from defenses import DEFENSES
 
 
@@ -22,9 +21,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("presets: ", ", ".join(preset_names()))
     print("attacks: ", ", ".join(ATTACKS.names()))
     if args.preset or args.overrides or args.variants:
-        cfg = resolve_config(args.preset or "quick", args.overrides, variants=args.variants)
-        variants = parse(cfg).variants
-        print(f"variants ({cfg.get('preset')}):" + ("" if variants else " none"))
+        s = resolve_config(args.preset or "quick", args.overrides, variants=args.variants)
+        variants = s.variants
+        print(f"variants ({s.preset}):" + ("" if variants else " none"))
         for v in variants.values():
             hp = ", ".join(f"{k}={val}" for k, val in v.hp.items())
             print(f"  {v.name} = {v.defense}" + (f" with {hp}" if hp else ""))
@@ -32,18 +31,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device,
-                         variants=args.variants, defense=args.defense)
-    run_dir = train_defense(cfg, args.defense, cfg["train"]["seeds"][0], default_runs_root(cfg, args.out),
+    s = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, device=args.device,
+                       variants=args.variants, defense=args.defense)
+    run_dir = train_defense(s, args.defense, s.train.seeds[0], default_runs_root(s, args.out),
                             data_dir=args.data_dir, resume=args.resume, force=args.force, quiet=args.quiet)
     print(f"finished: {run_dir}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, seeds=args.seeds,
-                         device=args.device, variants=args.variants)
-    benchmark(cfg, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet,
+    s = resolve_config(args.preset, args.overrides, epochs=args.epochs, seed=args.seed, seeds=args.seeds,
+                       device=args.device, variants=args.variants)
+    benchmark(s, out=args.out, results=args.results, data_dir=args.data_dir, quiet=args.quiet,
               executor=args.executor, ray_address=args.ray_address, cpus_per_task=args.ray_cpus_per_task)
     return 0
 

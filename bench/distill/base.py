@@ -13,11 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.method import Context, Method
+from bench.method import LR, Context, Method
 
 
 def _adam(params, hp):
-    return torch.optim.Adam(params, lr=float(hp.get("lr", 1e-3)))
+    return torch.optim.Adam(params, lr=float(hp.get("lr", LR)))
 
 
 def _sgd(params, hp):
@@ -72,7 +72,7 @@ class Distiller(Method):
             raise BenchError(f"distillation method {self.name!r} needs a teacher (Context.extras['teacher'])")
         self.teacher = freeze(teacher) if teacher is not None else None
 
-    def adam(self, module):
+    def adam(self, module, lr: float | None = None):
         """The base class builds its optimisers through this hook: Adam or SGD from ``hp``."""
         params = module.parameters() if isinstance(module, nn.Module) else module
         return make_optimizer(params, self.ctx.hp)

@@ -1,4 +1,4 @@
-"""The ``[distill]`` section of a preset, resolved into validated per-run settings.
+"""The ``[distill]`` section of a preset, parsed into a typed ``DistillSettings``.
 
 Layout (keys at the top level are defaults; a pair or a regime table overrides them)::
 
@@ -20,17 +20,24 @@ Layout (keys at the top level are defaults; a pair or a regime table overrides t
     kd_alpha = 0.99
     [[distill.pairs]]           # optional: several student/teacher pairs, each may override
     student = "resnet18"        # any key above, and carry its own dense/sparse tables
+    [distill.imagefolder]       # used instead when --data-dir is an ImageFolder tree
+
+Track-wide values default to the preset's: ``batch_size``, ``augment`` and ``subset_seed``
+to ``[data]``, ``n_eval`` to ``eval.n_test``; the attack radius is ``eval.epsilon``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bench.config import check_hp_values, check_keys, positive_int, seed_list
+from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int, positive_int,
+                          seed_list)
+from bench.splits import DataSettings
 from bench.distill import DISTILLERS
 from bench.errors import BenchError
-from bench.method import hp_keys
+from bench.eval_settings import EvalSettings
+from bench.method import hp_keys, hp_kinds
 
 REGIMES = ("dense", "sparse")
 _TABLES = ("pairs", "dense", "sparse", "imagefolder")
@@ -39,6 +46,19 @@ _TABLES = ("pairs", "dense", "sparse", "imagefolder")
 TRACK_KEYS = ("student", "teacher", "aux_model", "methods", "seeds", "sparse_fraction", "epochs", "sparse_epochs",
               "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay", "batch_size",
               "augment", "subset_seed", "n_eval", "train_subset", "teacher_train_subset", "image_size")
+# The optimiser keys a teacher shares with its students (``teacher_lr`` replaces ``lr``).
+TEACHER_OPTIMIZER_KEYS = ("optimizer", "momentum", "weight_decay")
+DEFAULTS = {"methods": ["baseline", "kd", "great", "sobolev"], "seeds": [0], "sparse_fraction": 0.05,
+            "teacher_seed": 0, "image_size": 64}
+
+
+def value_kinds() -> dict[str, str]:
+    """What each value must be: the distillers' declared kinds, the optimiser's and the teacher's."""
+    kinds = {"teacher_lr": "number", "momentum": "number", "weight_decay": "number", "optimizer": "string",
+             "augment": "string", "student": "string", "teacher": "string"}
+    for name in DISTILLERS.names():
+        kinds.update(hp_kinds(DISTILLERS.get(name)))
+    return kinds
 
 
 def valid_keys() -> list[str]:
@@ -49,17 +69,54 @@ def valid_keys() -> list[str]:
 
 
 @dataclass(frozen=True)
+class TeacherSettings:
+    """The teacher of a pair: architecture, epochs, seed and its optimiser's hyper-parameters."""
+
+    arch: str
+    epochs: int
+    seed: int
+    hp: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One regime of a pair: its share of the training set, epochs and the methods' ``ctx.hp``."""
+
+    name: str
+    fraction: float
+    epochs: int
+    hp: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Pair:
     """One student/teacher combination with its merged settings per regime."""
 
     student: str
-    teacher: str
-    settings: dict[str, Any]                       # pair-level scalars (no regime tables)
-    regimes: dict[str, dict[str, Any]] = field(default_factory=dict)  # regime -> merged hp
+    teacher: TeacherSettings
+    regimes: tuple[Regime, ...]
 
     @property
     def label(self) -> str:
-        return f"{self.student}(S)+{self.teacher}(T)"
+        return f"{self.student}(S)+{self.teacher.arch}(T)"
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The whole track: methods x seeds x pairs x regimes, and what every run shares."""
+
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    pairs: tuple[Pair, ...]
+    batch_size: int
+    augment: str
+    subset_seed: int
+    n_eval: int | None
+    epsilon: float
+    train_subset: int | None = None
+    teacher_train_subset: int | None = None
+    image_size: int = DEFAULTS["image_size"]
+    imagefolder: "DistillSettings | None" = None   # in force when --data-dir is an ImageFolder tree
 
 
 def _scalars(table: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +132,11 @@ def check_fraction(value: Any) -> float:
 
 
 def _check_pair_settings(s: dict[str, Any], where: str) -> None:
+    check_hp_kinds(s, value_kinds(), where)
     for k in ("student", "teacher"):
         if not isinstance(s.get(k), str) or not s[k]:
             raise BenchError(f"{where}.{k} is missing: name a model from `great-bench list`")
-    check_fraction(s.get("sparse_fraction", 0.05))
+    check_fraction(s.get("sparse_fraction", DEFAULTS["sparse_fraction"]))
     positive_int(s.get("epochs"), f"{where}.epochs")
     positive_int(s.get("teacher_epochs"), f"{where}.teacher_epochs")
     if s.get("sparse_epochs") is not None:
@@ -91,12 +149,15 @@ def _check_pair_settings(s: dict[str, Any], where: str) -> None:
     check_hp_values({k: v for k, v in s.items() if k != "seeds"}, where)
 
 
-def resolve(section: dict[str, Any] | None) -> tuple[dict[str, Any], list[Pair]]:
-    """(track-wide settings, pairs) from a preset's ``[distill]`` table; raises BenchError."""
-    if not isinstance(section, dict) or not section:
-        raise BenchError("this preset has no [distill] section; use --preset quick, smoke or cifar10-paper")
-    valid = valid_keys()
-    check_keys(section, [*valid, *_TABLES], "distill")
+def _teacher(s: dict[str, Any], where: str) -> TeacherSettings:
+    hp = {k: s[k] for k in TEACHER_OPTIMIZER_KEYS if k in s}
+    if "teacher_lr" in s or "lr" in s:  # else the optimiser's own default rate
+        hp["lr"] = float(s.get("teacher_lr", s.get("lr")))
+    seed = nonnegative_int(s.get("teacher_seed", DEFAULTS["teacher_seed"]), f"{where}.teacher_seed")
+    return TeacherSettings(s["teacher"], s["teacher_epochs"], seed, hp)
+
+
+def _pairs(section: dict[str, Any], valid: list[str]) -> tuple[Pair, ...]:
     for table in ("dense", "sparse", "imagefolder"):
         if isinstance(section.get(table), dict):
             check_keys({k: v for k, v in section[table].items() if k not in _TABLES}, valid, f"distill.{table}")
@@ -104,13 +165,6 @@ def resolve(section: dict[str, Any] | None) -> tuple[dict[str, Any], list[Pair]]
         if isinstance(raw, dict):
             check_keys(raw, [*valid, "dense", "sparse"], f"distill.pairs[{i}]")
     top = _scalars(section)
-    methods = top.get("methods", ["baseline", "kd", "great", "sobolev"])
-    seeds = top.get("seeds", [0])
-    if not isinstance(methods, list) or not methods:
-        raise BenchError(f"distill.methods = {methods!r} is invalid: a non-empty list of method names")
-    for m in methods:
-        DISTILLERS.get(m)  # unknown name -> BenchError listing the valid ones
-    seeds = list(seed_list(seeds, "distill.seeds"))
     raw_pairs = section.get("pairs") or [{}]
     if not isinstance(raw_pairs, list) or not all(isinstance(p, dict) for p in raw_pairs):
         raise BenchError("distill.pairs must be an array of tables ([[distill.pairs]])")
@@ -119,10 +173,45 @@ def resolve(section: dict[str, Any] | None) -> tuple[dict[str, Any], list[Pair]]
         where = f"distill.pairs[{i}]" if section.get("pairs") else "distill"
         merged = {**top, **_scalars(raw)}
         _check_pair_settings(merged, where)
-        regimes = {}
+        regimes = []
         for regime in REGIMES:
             hp = {**merged, **section.get(regime, {}), **raw.get(regime, {})}
             _check_pair_settings(hp, f"{where}.{regime}")
-            regimes[regime] = hp
-        pairs.append(Pair(merged["student"], merged["teacher"], merged, regimes))
-    return {"methods": methods, "seeds": seeds}, pairs
+            dense = regime == "dense"
+            epochs = hp["epochs"] if dense or hp.get("sparse_epochs") is None else hp["sparse_epochs"]
+            fraction = 1.0 if dense else check_fraction(hp.get("sparse_fraction", DEFAULTS["sparse_fraction"]))
+            regimes.append(Regime(regime, fraction, epochs, hp))
+        pairs.append(Pair(merged["student"], _teacher(merged, where), tuple(regimes)))
+    return tuple(pairs)
+
+
+def resolve(section: dict[str, Any] | None, data: DataSettings, ev: EvalSettings,
+            *, nested: bool = False) -> DistillSettings:
+    """The typed track from a preset's ``[distill]`` table, its ``[data]`` and ``[eval]``; raises BenchError."""
+    if not isinstance(section, dict) or not section:
+        raise BenchError("this preset has no [distill] section; use --preset quick, smoke or cifar10-paper")
+    valid = valid_keys()
+    check_keys(section, [*valid, *_TABLES], "distill")
+    top = _scalars(section)
+    methods = top.get("methods", DEFAULTS["methods"])
+    if not isinstance(methods, list) or not methods:
+        raise BenchError(f"distill.methods = {methods!r} is invalid: a non-empty list of method names")
+    for m in methods:
+        DISTILLERS.get(m)  # unknown name -> BenchError listing the valid ones
+    seeds = seed_list(top.get("seeds", DEFAULTS["seeds"]), "distill.seeds")
+    subset_seed = nonnegative_int(top.get("subset_seed", data.subset_seed), "distill.subset_seed")
+    imagefolder = None
+    if isinstance(section.get("imagefolder"), dict) and not nested:
+        # The mini-ImageNet setting: [distill.imagefolder] overrides [distill]; the CIFAR pairs do not apply.
+        sub = {k: v for k, v in section.items() if k not in ("imagefolder", "pairs")} | section["imagefolder"]
+        imagefolder = resolve(sub, data, ev, nested=True)
+    elif "imagefolder" in section and not isinstance(section["imagefolder"], dict):
+        raise BenchError("distill.imagefolder must be a table ([distill.imagefolder])")
+    return DistillSettings(
+        tuple(methods), seeds, _pairs(section, valid),
+        positive_int(top.get("batch_size", data.batch_size), "distill.batch_size"),
+        str(top.get("augment", data.augment or "none")), subset_seed,
+        optional_positive_int(top.get("n_eval", ev.n_test), "distill.n_eval"), ev.epsilon,
+        optional_positive_int(top.get("train_subset"), "distill.train_subset"),
+        optional_positive_int(top.get("teacher_train_subset"), "distill.teacher_train_subset"),
+        positive_int(top.get("image_size", DEFAULTS["image_size"]), "distill.image_size"), imagefolder)

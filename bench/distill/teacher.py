@@ -19,28 +19,18 @@ import torch
 from bench.checkpoint import load_run, read_meta
 from bench.data import Batches, ImageData
 from bench.distill.registry import DISTILLERS
+from bench.distill.settings import TeacherSettings
 from bench.errors import BenchError
 from bench.method import Context, code_version
 from bench.models import ModelSpec, build_model
-from bench.run import Run
+from bench.run import Run, run_path
 from bench.train import accuracy_on, fit
 
-TEACHER_KEYS = ("teacher", "teacher_epochs", "teacher_seed", "teacher_lr", "optimizer", "momentum", "weight_decay")
-
-
-def teacher_hp(settings: dict[str, Any]) -> dict[str, Any]:
-    hp = {k: settings[k] for k in ("optimizer", "momentum", "weight_decay") if k in settings}
-    hp["lr"] = float(settings.get("teacher_lr", settings.get("lr", 1e-3)))
-    return hp
-
-
-def teacher_identity(settings: dict[str, Any], train: ImageData, batch_size: int, augment: str) -> dict[str, Any]:
+def teacher_identity(t: TeacherSettings, train: ImageData, batch_size: int, augment: str) -> dict[str, Any]:
     """Everything the teacher's weights depend on (its folder name carries its fingerprint)."""
-    what: dict[str, Any] = {k: settings.get(k) for k in TEACHER_KEYS}
-    hp = teacher_hp(settings)
-    what.update(data=train.fingerprint(), batch_size=batch_size, augment=augment, hp=hp,
-                code=code_version(DISTILLERS.get("baseline")))
-    return what
+    return {"teacher": t.arch, "teacher_epochs": t.epochs, "teacher_seed": t.seed, "hp": t.hp,
+            "data": train.fingerprint(), "batch_size": batch_size, "augment": augment,
+            "code": code_version(DISTILLERS.get("baseline"))}
 
 
 def check_teacher_meta(meta: dict[str, Any], where: Path | str, *, model: str | None, dataset: str,
@@ -77,26 +67,23 @@ def load_teacher(run_dir: str | Path, *, model: str | None, dataset: str, num_cl
     return teacher, meta
 
 
-def train_teacher(settings: dict[str, Any], spec: ModelSpec, train: ImageData, test: ImageData, *,
+def train_teacher(t: TeacherSettings, spec: ModelSpec, train: ImageData, test: ImageData, *,
                   dataset: str, runs_root: Path, batch_size: int, augment: str, device: torch.device,
                   quiet: bool = False) -> Path:
     """Train (or reuse the cached) teacher for these settings; return its run directory."""
-    arch = settings["teacher"]
-    identity = teacher_identity(settings, train, batch_size, augment)
+    identity = teacher_identity(t, train, batch_size, augment)
     key = Run(Path(), "", identity).fingerprint[:10]
-    run = Run(Path(runs_root) / "distill" / dataset / f"teacher-{arch}-{key}", f"teacher {arch}", identity)
+    run = Run(run_path(runs_root, "distill", dataset, f"teacher-{t.arch}-{key}"), f"teacher {t.arch}", identity)
     action = run.prepare(reuse=True)
     if action == "reuse":
         return run.path
-    seed = int(settings.get("teacher_seed", 0))
-    hp = teacher_hp(settings)
-    torch.manual_seed(seed)
-    model = build_model(arch, spec).to(device)
-    method = DISTILLERS.get("baseline")(model, Context(arch, spec, hp, device))
-    meta = run.meta("distill-teacher", model=arch, model_spec=asdict(spec), dataset=dataset,
+    torch.manual_seed(t.seed)
+    model = build_model(t.arch, spec).to(device)
+    method = DISTILLERS.get("baseline")(model, Context(t.arch, spec, dict(t.hp), device))
+    meta = run.meta("distill-teacher", model=t.arch, model_spec=asdict(spec), dataset=dataset,
                     dataset_fingerprint=train.fingerprint(), test_fingerprint=test.fingerprint(), n_train=len(train),
-                    n_test=len(test), hp=hp, batch_size=batch_size, augment=augment, device=str(device))
-    fit(method, Batches(train, batch_size, augment), epochs=int(settings["teacher_epochs"]), run_dir=run.path,
-        seed=seed, meta=meta, resume=action == "resume", quiet=quiet,
-        final_metrics=lambda m: {"test_acc": accuracy_on(m.model, test)}, label=f"teacher {arch}")
+                    n_test=len(test), hp=t.hp, batch_size=batch_size, augment=augment, device=str(device))
+    fit(method, Batches(train, batch_size, augment), epochs=t.epochs, run_dir=run.path,
+        seed=t.seed, meta=meta, resume=action == "resume", quiet=quiet,
+        final_metrics=lambda m: {"test_acc": accuracy_on(m.model, test)}, label=f"teacher {t.arch}")
     return run.path

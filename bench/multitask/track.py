@@ -1,7 +1,7 @@
 """The multi-task track: every method x seed trained through ``bench.train.fit`` on the same
 data and initial weights, evaluated on the test split, reported in the Table 4 layout.
 
-Runs live in ``<out>/multitask/<method>/seed<seed>`` (``bench.run.Run``: a finished run of
+Runs live in ``<out>/multitask/<dataset>/<method>/seed<seed>`` (``bench.run.Run``: a finished run of
 the same identity is reused, an interrupted one resumed, a stale one retrained); results are ``multitask.csv`` (tidy rows: method, seed, task, metric, value),
 ``multitask.md`` and ``multitask_weights.png`` in the results folder.
 """
@@ -21,9 +21,11 @@ from bench.multitask.data import MultiTaskBatches, derive_multitask
 from bench.multitask.methods import MULTITASK_METHODS
 from bench.multitask.network import build_multitask_net
 from bench.multitask.report import read_log, write_outputs
-from bench.multitask.settings import MultiTaskSettings, settings_from
+from bench.multitask.settings import MultiTaskSettings
 from bench.multitask.tasks import evaluate
-from bench.run import Run, method_identity
+from bench.splits import load_splits
+from bench.run import Run, method_identity, run_path
+from bench.settings import Settings
 from bench.train import fit, resolve_device
 from bench.method import Context
 
@@ -40,7 +42,7 @@ def train_one(s: MultiTaskSettings, method: str, seed: int, train, test, spec: M
     """Train (or reuse) one method x seed; return its finished meta (metrics = test errors)."""
     cls = MULTITASK_METHODS.get(method)
     identity = {**method_identity(method, cls, s.hp), "seed": seed, "epochs": s.epochs,
-                "batch_size": s.batch_size, "encoder": s.encoder, "model_spec": asdict(spec),
+                "batch_size": s.data.batch_size, "encoder": s.encoder, "model_spec": asdict(spec),
                 "tasks": [t.name for t in s.tasks], "data": data}
     run = Run(run_dir, f"multitask {method}/seed{seed}", identity)
     action = run.prepare(reuse=True, force=force)
@@ -49,7 +51,7 @@ def train_one(s: MultiTaskSettings, method: str, seed: int, train, test, spec: M
     torch.manual_seed(seed)  # the network is built first: every method starts from the same weights
     net = build_multitask_net(s.encoder, spec, s.tasks).to(device)
     m = cls(net, Context(s.encoder, spec, dict(s.hp), device, {"tasks": list(s.tasks)}))
-    batches = MultiTaskBatches(train, s.tasks, s.batch_size)
+    batches = MultiTaskBatches(train, s.tasks, s.data.batch_size)
     test_batches = MultiTaskBatches(test, s.tasks, 512, shuffle=False)
     meta = run.meta("multitask", **meta, method=method, hp=s.hp)
     return fit(m, batches, epochs=s.epochs, run_dir=run_dir, seed=seed, meta=meta, resume=action == "resume",
@@ -58,19 +60,19 @@ def train_one(s: MultiTaskSettings, method: str, seed: int, train, test, spec: M
                label=f"multitask {method} seed {seed}")
 
 
-def run_multitask(cfg: dict[str, Any], *, out: Path, results: Path, data_dir: str | None = None,
+def run_multitask(settings: Settings, *, out: Path, results: Path, data_dir: str | None = None,
                   force: bool = False, quiet: bool = False) -> dict[str, Path]:
-    s = settings_from(cfg)  # every input check happens here, before any data or file is touched
-    device = resolve_device(cfg["train"].get("device", "auto"))
-    train_img = bdata.load_dataset(s.dataset, "train", data_dir=data_dir, device=device)
-    test_img = bdata.load_dataset(s.dataset, "test", data_dir=data_dir, device=device)
-    train_img = train_img.subset(s.train_subset, seed=s.subset_seed)
-    test_img = test_img.subset(s.test_subset, seed=s.subset_seed)
+    s = settings.multitask
+    if s is None:
+        raise BenchError(f"preset {settings.preset!r} lacks the [multitask] section (tasks, methods, encoder, ...); "
+                         "presets with one: quick, smoke, cifar10-paper")
+    device = resolve_device(settings.train.device)
+    train_img, test_img = load_splits(s.data, device, data_dir)
     cache = Path(data_dir) if data_dir else bdata.DEFAULT_DATA_DIR
     train = derive_multitask(train_img, cache / "multitask", noise_seed=s.noise_seed)
     test = derive_multitask(test_img, cache / "multitask", noise_seed=s.noise_seed)
     spec = input_spec(s, train.image_size, train.num_classes)
-    base_meta = {"preset": cfg.get("preset"), "config": cfg, "dataset": s.dataset,
+    base_meta = {"preset": settings.preset, "config": settings.source, "dataset": s.dataset,
                  "tasks": [t.name for t in s.tasks], "encoder": s.encoder, "model_spec": asdict(spec),
                  "dataset_fingerprint": train_img.fingerprint(), "test_fingerprint": test_img.fingerprint(),
                  "n_train": len(train), "n_test": len(test), "noise_seed": s.noise_seed, "device": str(device)}
@@ -79,7 +81,7 @@ def run_multitask(cfg: dict[str, Any], *, out: Path, results: Path, data_dir: st
     rows, logs = [], {}
     for seed in s.seeds:
         for method in s.methods:
-            run_dir = Path(out) / "multitask" / method.replace(":", "_") / f"seed{seed}"
+            run_dir = run_path(out, "multitask", s.dataset, method, seed=seed)
             meta = train_one(s, method, seed, train, test, spec, run_dir, device, base_meta, data, force=force,
                              quiet=quiet)
             for t in s.tasks:
@@ -89,7 +91,7 @@ def run_multitask(cfg: dict[str, Any], *, out: Path, results: Path, data_dir: st
                 rows.append({"method": method, "seed": seed, "task": t.name, "metric": t.metric,
                              "value": float(meta["metrics"][t.name])})
             logs.setdefault(method, []).extend(read_log(run_dir / "train_log.csv"))
-    caption = (f"# Multi-task learning ({cfg.get('preset', 'custom')}): {s.dataset}, encoder {s.encoder}, "
+    caption = (f"# Multi-task learning ({settings.preset}): {s.dataset}, encoder {s.encoder}, "
                f"{s.epochs} epochs, seeds {list(s.seeds)}\n\nTest errors, lower is better "
                f"(classification % error, RMSE for dense tasks), mean ± std [95% t-interval] over seeds; "
                f"best per column in bold. "

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from bench.distill import DISTILLERS
 from bench.distill.base import freeze, teacher_input_gradient
 from bench.models import ModelSpec, build_model
-from defenses.base import Context, Ramp
+from bench.method import Context, Ramp
 
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
 HP = {"lr": 1e-3, "kd_alpha": 0.1, "kd_temperature": 20.0, "great_alpha": 0.1, "sobolev_lambda": 1.0,

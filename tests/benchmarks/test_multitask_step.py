@@ -14,7 +14,7 @@ from bench.models import ModelSpec
 from bench.multitask.methods import MULTITASK_METHODS
 from bench.multitask.network import build_multitask_net
 from bench.multitask.tasks import TASKS
-from defenses.base import Context
+from bench.method import Context
 
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
 HP = {"lr": 1e-3, "weight_lr": 1e-3, "gal_lr": 1e-3, "gal_min": 1e-3, "gradnorm_alpha": 1.5, "aux_blocks": 4}

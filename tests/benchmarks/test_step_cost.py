@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from bench.models import ModelSpec, build_model
-from defenses import DEFENSES, Context, Ramp
+from bench.method import Context, Ramp
+from defenses import DEFENSES
 
 HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1}
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))

@@ -35,19 +35,21 @@ from defenses.gradients import accuracy, grad_reverse
 
 @MULTITASK_METHODS.register("great")
 class GREATMultiTask(MultiTaskMethod):
-    hyperparameters = ("gal_lr", "gal_min", "aux_blocks")
+    hyperparameters = ("gal_lr",)
+    # GALs are clamped to at least gal_min (they must stay positive); aux_blocks: the task
+    # classifier's depth.
+    hp_defaults = {"gal_min": 1e-3, "aux_blocks": 4}
 
     def __init__(self, model, ctx):
         super().__init__(model, ctx)
         shape = feature_shape(model.encoder, ctx.spec)
         n = len(self.tasks)
         self.gals = GALs(self.names, shape).to(ctx.device)
-        self.aux = TaskClassifier(shape[0], n, blocks=int(ctx.hp.get("aux_blocks", 4))).to(ctx.device)
+        self.aux = TaskClassifier(shape[0], n, blocks=int(self.hp_value("aux_blocks"))).to(ctx.device)
         self.initial = InitialLosses(n).to(ctx.device)
         self.aux_opt = self.adam(self.aux)
-        self.gal_opt = torch.optim.Adam(self.gals.parameters(),
-                                        lr=float(ctx.hp.get("gal_lr", ctx.hp.get("lr", 1e-3))))
-        self.gal_min = float(ctx.hp.get("gal_min", 1e-3))
+        self.gal_opt = self.adam(self.gals, lr=float(ctx.hp.get("gal_lr", self.lr)))
+        self.gal_min = float(self.hp_value("gal_min"))
         self.enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
         self.dec_params = [p for p in model.decoders.parameters() if p.requires_grad]
         self.aux_params = [p for p in self.aux.parameters() if p.requires_grad]

@@ -28,8 +28,7 @@ class Uncertainty(MultiTaskMethod):
     def __init__(self, model, ctx):
         super().__init__(model, ctx)
         self.log_var = LogVariances(len(self.tasks)).to(ctx.device)
-        self.w_opt = torch.optim.Adam(self.log_var.parameters(),
-                                      lr=float(ctx.hp.get("weight_lr", ctx.hp.get("lr", 1e-3))))
+        self.w_opt = self.adam(self.log_var, lr=float(ctx.hp.get("weight_lr", self.lr)))
         self.factor = torch.tensor([1.0 if t.kind == "classification" else 0.5 for t in self.tasks],
                                             device=ctx.device)
 
