@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "bench.commands.distill",
     "bench.commands.multitask",
     "bench.commands.export",
+    "bench.commands.verify",
 )
 
 

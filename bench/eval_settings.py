@@ -25,6 +25,7 @@ class EvalSettings:
     tol: float = 0.02
     flip_tol: float = 0.05
     near_zero: float = 0.05
+    save_adv: bool = False  # keep the adversarial examples behind the worst case (great-bench verify)
 
 
 def paper_sweep(eps: float) -> list[str]:
@@ -47,6 +48,8 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
         v = getattr(s, k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number >= 0")
+    if not isinstance(s.save_adv, bool):
+        raise BenchError(f"eval.save_adv = {s.save_adv!r} is invalid: expected true or false")
     if not isinstance(s.sweep, list) or not all(isinstance(a, str) for a in s.sweep):
         raise BenchError("eval.sweep must be a list of attack strings such as 'ifgsm:eps=0.1,mode=worst'")
     s.sweep = s.sweep or paper_sweep(s.epsilon)

@@ -85,7 +85,8 @@ def run_job(ctx: JobContext, job: Job, report: Callable[[str], None] = lambda st
     data = eval_set_for(subject.meta["config"], ctx.settings.n_test, data_dir=ctx.data_dir, device=dev,
                         expect_fingerprint=subject.meta.get("test_fingerprint"))
     evaluate([subject], data, sweep_specs(ctx.settings.sweep), ctx.csv_path, n_test=ctx.settings.n_test,
-             eval_seed=ctx.settings.seed, batch_size=ctx.settings.batch_size, quiet=quiet)
+             eval_seed=ctx.settings.seed, batch_size=ctx.settings.batch_size, quiet=quiet,
+             save_adv=ctx.settings.save_adv)
     return JobResult(job, Path(run_dir), None, t1 - t0, time.time() - t1, f"{socket.gethostname()}:{os.getpid()}")
 
 

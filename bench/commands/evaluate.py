@@ -20,6 +20,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         settings.seed = args.seed
     if args.batch_size is not None:
         settings.batch_size = args.batch_size
+    if args.save_adv:
+        settings.save_adv = True
     for k in ("n_test", "batch_size"):
         v = getattr(settings, k)
         if v is not None and v <= 0:
@@ -67,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="CSV file (default results/<preset>/robustness.csv)")
     p.add_argument("--results", default=None, help="results folder (default results/<preset>)")
     p.add_argument("--force", action="store_true", help="recompute rows that already exist")
+    p.add_argument("--save-adv", action="store_true",
+                   help="save the adversarial examples behind every worst-case cell into <results>/adversarial/ "
+                        "(safetensors; default: eval.save_adv) for `great-bench verify`")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="tables, accuracy-vs-epsilon curves, masking checks (+ saliency with --runs)")
