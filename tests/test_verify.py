@@ -1,8 +1,8 @@
 """Saved adversarial examples (``evaluate --save-adv``) and ``great-bench verify``.
 
 Two tiny trained runs are attacked with a sweep that has every kind of worst-case cell
-(single Linf attacks, several attacks at one epsilon, a minimum-norm L2 entry whose one run
-serves several radii). The saved files are checked independently of ``bench.verify``
+(single Linf attacks, several attacks at one epsilon, PGD with restarts, a minimum-norm L2
+entry whose one run serves several radii). The saved files are checked independently of ``bench.verify``
 (every cell's examples are exactly the clean-correct examples the CSV's masks call broken,
 every image inside its ball), then ``verify`` must agree everywhere, and fail with a clear
 line on a tampered example, an example that no longer fools the model, a swapped
@@ -29,7 +29,7 @@ from bench.verify import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SWEEP = ["none", "fgsm:eps=0.1|0.3", "ifgsm:eps=0.1,n=64",
+SWEEP = ["none", "fgsm:eps=0.1|0.3", "ifgsm:eps=0.1,n=64", "pgd:eps=0.05,steps=1,restarts=4,n=64",
          "l2min:eps=0.5|1.5,cw_steps=5,cw_search=3,fmn_steps=10,n=32"]
 
 
@@ -78,7 +78,8 @@ def test_saved_cells_are_exactly_the_broken_examples_and_inside_their_balls(eval
         clean = [r for r in mine if r["attack"] == "none"][0]
         correct = unpack_mask(clean["correct_mask"], int(clean["n"]))
         cells = {(r["norm"], float(r["epsilon"])) for r in mine if r["attack"] != "none"}
-        assert set(saved.cells) == cells == {("Linf", 0.1), ("Linf", 0.3), ("L2", 0.5), ("L2", 1.5)}
+        assert set(saved.cells) == cells == {("Linf", 0.05), ("Linf", 0.1), ("Linf", 0.3), ("L2", 0.5),
+                                                 ("L2", 1.5)}
         for (norm, eps), (index, image, attack) in saved.cells.items():
             runs_here = [r for r in mine if r["norm"] == norm and float(r["epsilon"]) == eps]
             n_max = max(int(r["n"]) for r in runs_here)
@@ -105,11 +106,11 @@ def test_saved_cells_are_exactly_the_broken_examples_and_inside_their_balls(eval
 def test_verify_agrees_on_every_worst_case_cell(evaluated, capsys):
     results, _ = evaluated
     checks = verify(results)
-    assert len(checks) == 8 and all(c.ok for c in checks), [c.line() for c in checks]
+    assert len(checks) == 10 and all(c.ok for c in checks), [c.line() for c in checks]
     assert all(c.verified == c.claimed for c in checks)
     assert main(["verify", str(results)]) == 0
     out = capsys.readouterr().out
-    assert out.count("agree ") == 8 and "8 of 8 worst-case cells verified" in out
+    assert out.count("agree ") == 10 and "10 of 10 worst-case cells verified" in out
 
 
 def _rewrite(path: Path, change) -> None:
@@ -195,8 +196,8 @@ def test_a_swapped_checkpoint_fails(evaluated, tmp_path, capsys):
     assert main(["verify", str(results)]) == 1
     out = capsys.readouterr().out
     fails = [line for line in out.splitlines() if line.startswith("FAIL")]
-    assert len(fails) == 4 and all("baseline seed 0" in f and "checkpoint swapped" in f for f in fails)
-    assert out.count("agree ") == 4  # fgsm-at's cells still verify
+    assert len(fails) == 5 and all("baseline seed 0" in f and "checkpoint swapped" in f for f in fails)
+    assert out.count("agree ") == 5  # fgsm-at's cells still verify
 
 
 def test_a_model_without_saved_examples_is_missing_and_nothing_saved_is_an_error(evaluated, tmp_path, capsys):
@@ -204,8 +205,8 @@ def test_a_model_without_saved_examples_is_missing_and_nothing_saved_is_an_error
     (results / "adversarial" / "fashion-mnist" / "fgsm-at" / "seed0.safetensors").unlink()
     assert main(["verify", str(results)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.startswith("MISSING  fashion-mnist fgsm-at seed 0") for line in lines) == 4
-    assert lines[-1] == "4 of 8 worst-case cells verified; 4 not (MISSING)"
+    assert sum(line.startswith("MISSING  fashion-mnist fgsm-at seed 0") for line in lines) == 5
+    assert lines[-1] == "5 of 10 worst-case cells verified; 5 not (MISSING)"
     shutil.rmtree(results / "adversarial")
     assert main(["verify", str(results)]) == 2
     assert "evaluate with --save-adv" in capsys.readouterr().err
