@@ -20,7 +20,8 @@ from its tidy rows:
 - ``reported``: empty (great-bench re-trains the methods; it is not the paper's number).
 - ``great_bench``: an extra object RobustBench ignores, with n and the 95% interval of every
   accuracy, the seed, the across-seeds summary, the paired test against the reference
-  defense (``bench.compare``) and the masking flags.
+  defense (``bench.compare``), the masking flags and, when saved, the adversarial examples
+  file (path and sha256) that ``great-bench verify`` checks the numbers with.
 """
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ from typing import Any
 
 import pandas as pd
 
+from attacks.adversarial_store import adversarial_path
 from attacks.registry import ATTACKS
 from bench import results as R
 from bench.atomic import write_text
+from bench.checkpoint import sha256_file
 from bench.errors import BenchError
 from bench.eval_settings import eval_settings
 from bench.masking import as_rows, masking_checks
@@ -118,6 +121,14 @@ def _flags(results: Path, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(checks, columns=["defense", "seed", "checkpoint_sha256", "check", "status", "value",
                                        "threshold", "detail"])
     return df.astype({"seed": str})
+
+
+def _evidence(results: Path, dataset: str, defense: str, seed: str, sha: str) -> dict[str, str] | None:
+    """The saved adversarial examples behind the numbers (``great-bench verify``), if any."""
+    path = adversarial_path(results, dataset, defense, seed, sha)
+    if not path.is_file():
+        return None
+    return {"path": path.relative_to(results).as_posix(), "sha256": sha256_file(path)}
 
 
 def _load_info(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -241,6 +252,7 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
                  "ci_high_pct": round(float(p["ci_high_pct"]), 4), "p_value": float(p["p_value"]),
                  "verdict": p["verdict"]} for _, p in paired.iterrows()],
             "masking_flags": flagged,
+            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha),
             "versions": {k: clean[k] for k in ("torch", "torchattacks", "foolbox", "great_bench") if k in clean},
         }
         name = f"{defense}_seed{seed_text}" if seed_text else str(defense)

@@ -21,10 +21,11 @@ from safetensors.torch import save_file
 
 from attacks.adversarial_store import read_adversarials
 from attacks.evaluate import eval_set_for, unpack_mask
-from bench.checkpoint import read_meta
+from bench.checkpoint import read_meta, sha256_file
 from bench.cli import main
 from bench.eval_settings import eval_settings, sweep_specs
 from bench.pipeline import evaluate_runs, resolve_config, train_all
+from bench.robustbench import model_infos
 from bench.verify import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,6 +102,16 @@ def test_saved_cells_are_exactly_the_broken_examples_and_inside_their_balls(eval
         assert set(small[0].tolist()) <= set(large[0].tolist())
         shared = dict(zip(large[0].tolist(), large[1].tolist()))
         assert all(shared[e] == r for e, r in zip(small[0].tolist(), small[1].tolist()))
+
+
+def test_export_names_the_saved_examples(evaluated, tmp_path):
+    results, _ = evaluated
+    infos = model_infos(results, epsilon=0.1)
+    for rel, info in infos.items():
+        ev = info["great_bench"]["adversarial_examples"]
+        path = results / ev["path"]
+        assert path.is_file() and ev["sha256"] == sha256_file(path)
+        assert read_adversarials(path).meta["checkpoint_sha256"] == info["great_bench"]["checkpoint_sha256"]
 
 
 def test_verify_agrees_on_every_worst_case_cell(evaluated, capsys):
