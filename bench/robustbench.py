@@ -38,9 +38,8 @@ from bench import results as R
 from bench.atomic import write_text
 from bench.checkpoint import sha256_file
 from bench.errors import BenchError
-from bench.eval_settings import eval_settings
 from bench.masking import as_rows, masking_checks
-from bench.pipeline import resolve_config
+from bench.config import load_preset
 from bench.rows import read_rows
 from bench.settings import parse
 from bench.worst_case import WORST
@@ -281,12 +280,13 @@ def export_robustbench(results: str | Path, out_dir: str | Path, *, preset: str 
     results = Path(results)
     name = preset or results.resolve().name
     try:
-        cfg = resolve_config(name)
+        cfg = load_preset(name)
     except BenchError as exc:
         raise BenchError(f"cannot tell which preset wrote {results} ({exc}); pass --preset NAME") from None
     if norm not in ("Linf", "L2"):
         raise BenchError(f"--norm {norm!r}: RobustBench's threat models are Linf and L2")
-    settings, s = eval_settings(cfg), parse(cfg)
+    s = parse(cfg)
+    settings = s.eval
     eps = epsilon if epsilon is not None else (settings.epsilon if norm == "Linf" else settings.cw_radius)
     infos = model_infos(results, epsilon=float(eps), norm=norm, architecture=s.model.name,
                         base_defense={d: s.base_defense(d) for d in s.defenses_to_train()}, preset=s.preset,

@@ -23,8 +23,6 @@ from attacks.adversarial_store import read_adversarials
 from attacks.evaluate import eval_set_for, unpack_mask
 from bench.checkpoint import read_meta, sha256_file
 from bench.cli import main
-from bench.eval_settings import eval_settings, sweep_specs
-from bench.pipeline import evaluate_runs, resolve_config, train_all
 from bench.robustbench import model_infos
 from bench.verify import verify
 
@@ -34,9 +32,15 @@ SWEEP = ["none", "fgsm:eps=0.1|0.3", "ifgsm:eps=0.1,n=64", "pgd:eps=0.05,steps=1
          "l2min:eps=0.5|1.5,cw_steps=5,cw_search=3,fmn_steps=10,n=32"]
 
 
+def _evaluate(runs, csv_path: Path, sweep, *extra: str) -> None:
+    args = ["evaluate", *map(str, runs), "--preset", "smoke", "--n", "96", "--out", str(csv_path), "--quiet"]
+    assert main(args + [a for spec in sweep for a in ("--attack", spec)] + list(extra)) == 0
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_data_dir):
-    """(results folder, run dirs): baseline and fgsm-at, one epoch, the sweep with --save-adv."""
+    """(results folder, run dirs): baseline and fgsm-at, one epoch, the sweep with --save-adv
+    (through the command line, as a user would)."""
     import bench.data as data
 
     root = tmp_path_factory.mktemp("verify")
@@ -45,12 +49,12 @@ def evaluated(tmp_path_factory, tiny_data_dir):
         mp.setattr(data, "_CACHE", {})
         spec = data.DATASETS.get("fashion-mnist")
         mp.setitem(data.DATASETS._items, "fashion-mnist", data.DatasetSpec(**{**spec.__dict__, "debian_dir": None}))
-        cfg = resolve_config("smoke", ["train.epochs=1", "train.defenses=['baseline', 'fgsm-at']",
-                                       "eval.n_test=96"])
-        runs = train_all(cfg, root / "runs", quiet=True)
-        settings = eval_settings(cfg)
-        settings.save_adv = True
-        evaluate_runs(runs, sweep_specs(SWEEP), root / "results" / "robustness.csv", settings, quiet=True)
+        runs = []
+        for defense in ("baseline", "fgsm-at"):
+            assert main(["train", "--preset", "smoke", "--defense", defense, "--epochs", "1", "--out",
+                         str(root / "runs"), "--quiet"]) == 0
+            runs.append(root / "runs" / "fashion-mnist" / defense / "seed0")
+        _evaluate(runs, root / "results" / "robustness.csv", SWEEP, "--save-adv")
     return root / "results", runs
 
 
@@ -225,16 +229,13 @@ def test_a_model_without_saved_examples_is_missing_and_nothing_saved_is_an_error
 
 def test_rows_evaluated_without_saving_are_recomputed_when_saving(evaluated, tmp_path):
     _, runs = evaluated
-    cfg = resolve_config("smoke", ["train.epochs=1", "eval.n_test=96"])
-    settings = eval_settings(cfg)
     csv_path = tmp_path / "results" / "robustness.csv"
-    evaluate_runs(runs[:1], sweep_specs(SWEEP[:2]), csv_path, settings, quiet=True)   # no examples saved
+    _evaluate(runs[:1], csv_path, SWEEP[:2])   # no examples saved
     assert not (tmp_path / "results" / "adversarial").exists()
-    settings.save_adv = True
-    evaluate_runs(runs[:1], sweep_specs(SWEEP[:3]), csv_path, settings, quiet=True)
+    _evaluate(runs[:1], csv_path, SWEEP[:3], "--save-adv")
     checks = verify(tmp_path / "results")
     assert len(checks) == 2 and all(c.ok for c in checks), [c.line() for c in checks]
-    before = (tmp_path / "results" / "adversarial").rglob("*.safetensors").__next__().read_bytes()
-    evaluate_runs(runs[:1], sweep_specs(SWEEP[:3]), csv_path, settings, quiet=True)  # all rows and examples kept
-    after = (tmp_path / "results" / "adversarial").rglob("*.safetensors").__next__().read_bytes()
-    assert before == after
+    (path,) = (tmp_path / "results" / "adversarial").rglob("*.safetensors")
+    before = path.read_bytes()
+    _evaluate(runs[:1], csv_path, SWEEP[:3], "--save-adv")  # every row and example kept: nothing rewritten
+    assert path.read_bytes() == before

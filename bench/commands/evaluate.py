@@ -3,6 +3,7 @@ saliency maps, gradient-masking checks): argument parsing over ``bench.pipeline`
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from bench.commands.common import common_args
@@ -21,7 +22,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size is not None:
         settings.batch_size = args.batch_size
     if args.save_adv:
-        settings.save_adv = True
+        settings = replace(settings, save_adv=True)
     for k in ("n_test", "batch_size"):
         v = getattr(settings, k)
         if v is not None and v <= 0:
