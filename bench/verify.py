@@ -140,23 +140,24 @@ def verify(results: str | Path, *, data_dir: str | None = None, device: str | No
     df = R.load(results)
     worst = df[df["attack"] == WORST]
     dev = resolve_device(device)
+    # one model and evaluation set: what one file covers
+    keys = pd.DataFrame({"defense": worst["defense"], "seed": worst["seed"].astype(str).replace("<NA>", ""),
+                         "sha": worst["checkpoint_sha256"], "eval_seed": worst["eval_seed"].astype(str)})
     out: list[CellCheck] = []
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     for path in files:
         meta = read_adversarials(path).meta
-        key = (meta["defense"], meta["seed"], meta["checkpoint_sha256"])
-        mine = worst[(worst["defense"] == key[0]) & (worst["seed"].astype(str).replace("<NA>", "") == key[1])
-                     & (worst["checkpoint_sha256"] == key[2])]
+        key = (meta["defense"], meta["seed"], meta["checkpoint_sha256"], meta["eval_seed"])
+        mine = worst[(keys == list(key)).all(axis=1)]
         if mine.empty:
             continue  # a file of a model the rows no longer hold (re-trained since)
         seen.add(key)
         rows = df[(df["checkpoint_sha256"] == key[2]) & (df["attack"] != WORST)]
         out += verify_file(path, mine, rows["source"].iloc[0], data_dir=data_dir, device=dev)
-    for (defense, seed, sha), g in worst.groupby(["defense", worst["seed"].astype(str).replace("<NA>", ""),
-                                                  "checkpoint_sha256"]):
-        if (defense, seed, sha) not in seen:
-            out += _model_cells(g, "MISSING", "no saved adversarial examples for this model "
-                                              "(evaluate it with --save-adv)")
+    for key, g in worst.groupby([keys[c] for c in keys.columns], sort=False):
+        if tuple(key) not in seen:
+            out += _model_cells(g, "MISSING", "no saved adversarial examples for this model and evaluation "
+                                              "seed (evaluate it with --save-adv)")
     return out
 
 

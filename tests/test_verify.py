@@ -239,3 +239,13 @@ def test_rows_evaluated_without_saving_are_recomputed_when_saving(evaluated, tmp
     before = path.read_bytes()
     _evaluate(runs[:1], csv_path, SWEEP[:3], "--save-adv")  # every row and example kept: nothing rewritten
     assert path.read_bytes() == before
+
+
+def test_rows_of_another_evaluation_seed_need_their_own_examples(evaluated, tmp_path, capsys):
+    results = _copy(evaluated[0], tmp_path / "r")
+    _evaluate(evaluated[1][:1], results / "robustness.csv", SWEEP[:2], "--seed", "1")  # not saved
+    assert main(["verify", str(results)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("agree ") for line in lines) == 10  # the saved evaluation, unaffected
+    missing = [line for line in lines if line.startswith("MISSING")]
+    assert len(missing) == 2 and all("baseline seed 0 Linf" in line for line in missing)
