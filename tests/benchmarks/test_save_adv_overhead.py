@@ -23,21 +23,16 @@ import pytest
 import torch
 
 from attacks.adversarial_store import collector_for
-from attacks.evaluate import EvalSet, Subject, evaluate_subject
+from attacks.evaluate import Subject, evaluate_subject
 from attacks.registry import sweep
-from bench.models import ModelSpec, build_model
+from test_eval_overhead import BATCH, small_cnn_on_own_labels  # the same model and images
 
-N, BATCH = 512, 256
 SWEEP = ["fgsm:eps=0.05|0.1", "pgd:eps=0.05|0.1,steps=5"]
 
 
 def setup():
-    torch.manual_seed(0)
-    model = build_model("small-cnn", ModelSpec(1, 28, 10, (0.286,), (0.353,))).eval()
-    x = torch.rand(N, 1, 28, 28)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return Subject(model, "bench", 0, "bench", "0" * 64), EvalSet(x, y, 10, "bench")
+    model, data = small_cnn_on_own_labels()
+    return Subject(model, "bench", 0, "bench", "0" * 64), data
 
 
 def plain(subject, data, folder: Path) -> None:
