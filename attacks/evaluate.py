@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn as nn
 
+from attacks.adversarial_store import collector_for
 from attacks.perturbation import TOL, check_perturbation, perturbation_norms
 from attacks.registry import ATTACKS, build_attack, component_specs
 from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, upgrade_rows, with_interval
@@ -51,8 +52,11 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor,
-               targets: torch.Tensor | None, *, num_classes: int, seed: int, batch_size: int):
+               targets: torch.Tensor | None, *, num_classes: int, seed: int, batch_size: int,
+               keep: torch.Tensor | None = None):
     """Attack the given (clean-correct) examples; return (adversarial predictions, L2/Linf norms).
+    ``keep`` (shaped like ``x``) receives each example's adversarial image, from the restart
+    that produced its prediction.
 
     Restarts (PGD) re-attack only the examples every earlier restart failed on. The global
     RNG is seeded per batch and restart, so random starts are reproducible for a given
@@ -73,6 +77,8 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
             torch.manual_seed(seed + 1_000_003 * r + start)
             adv = atk(xb[todo], lab[todo]).detach()
             top = max(top, check_perturbation(adv, xb[todo], spec))
+            if keep is not None:
+                keep[sl][todo] = adv
             with torch.no_grad():
                 p = model(adv).argmax(1)
             pb[todo] = p
@@ -105,8 +111,10 @@ def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.T
 
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
                      eval_seed: int = 0, batch_size: int = 500, skip: set[tuple[str, ...]] = frozenset(),
-                     on_row=None, quiet: bool = True) -> list[dict[str, Any]]:
-    """Rows for one model. ``skip`` holds row keys already computed; ``on_row`` sees each new row."""
+                     on_row=None, on_adversarials=None, quiet: bool = True) -> list[dict[str, Any]]:
+    """Rows for one model. ``skip`` holds row keys already computed; ``on_row`` sees each new row;
+    ``on_adversarials(spec, example indices, images, predictions, norms)`` each attack run
+    (``attacks.adversarial_store``)."""
     model = subject.model
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
@@ -137,9 +145,13 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                         runs[rk] = (*best_of([r[:3] for r in parts], y[idx]), sum(r[3] for r in parts))
                     else:
                         t0 = time.time()
+                        keep = None if on_adversarials is None else torch.empty_like(x[idx])
                         out = run_attack(model, s, x[idx], y[idx], None if targets is None else targets[idx],
-                                         num_classes=data.num_classes, seed=eval_seed, batch_size=batch_size)
+                                         num_classes=data.num_classes, seed=eval_seed, batch_size=batch_size,
+                                         keep=keep)
                         runs[rk] = (*out, time.time() - t0)
+                        if on_adversarials is not None:
+                            on_adversarials(s, idx, keep, out[0], out[1])
                 return runs[rk]
 
             p, d, top, secs = get_run(spec)
@@ -179,8 +191,10 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
 
 def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackSpec], csv_path: str | Path, *,
              n_test: int | None = None, eval_seed: int = 0, batch_size: int = 500, force: bool = False,
-             quiet: bool = True) -> list[dict[str, Any]]:
-    """Evaluate every subject; merge the rows into ``csv_path`` after each row.
+             quiet: bool = True, save_adv: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every subject; merge the rows into ``csv_path`` after each row. ``save_adv``:
+    also save each model's adversarial examples beside the CSV (``attacks.adversarial_store``);
+    a row whose examples are not saved yet is then recomputed.
 
     Each merge happens under the CSV's file lock (``bench.rows.merge_rows``): any number of
     evaluators sharing the file keep every row; the rewrite itself is atomic.
@@ -205,7 +219,11 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
         merge_rows(csv_path, [row], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
 
     for subject in subjects:
+        adv = collector_for(csv_path.parent, subject, data, specs, eval_seed) if save_adv else None
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
-                         skip=skip, on_row=on_row, quiet=quiet)
+                         skip=skip if adv is None else {k for k in skip if adv.covers(k[3])}, on_row=on_row,
+                         on_adversarials=adv and adv.on_run, quiet=quiet)
+        if adv is not None:
+            adv.save()
     return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
 

@@ -98,8 +98,13 @@ def eval_set_for(data: DataSettings, n_test: int | None, *, data_dir: str | None
 
 def recorded_data(subject: Subject) -> DataSettings:
     """The data settings a finished run recorded in its identity (meta.json ``identity.data``)."""
-    identity = subject.meta.get("identity") or {}
+    return data_of_meta(subject.meta, subject.source)
+
+
+def data_of_meta(meta: dict[str, Any], source: str) -> DataSettings:
+    """``recorded_data`` from a run's meta.json (``source`` names it in the error)."""
+    identity = meta.get("identity") or {}
     if "data" not in identity:
-        raise BenchError(f"{subject.source} records no data identity (trained by an older version); "
+        raise BenchError(f"{source} records no data identity (trained by an older version); "
                          "retrain it to evaluate it")
     return DataSettings.recorded(identity["data"])

@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "bench.commands.evaluate",
     "bench.commands.distill",
     "bench.commands.multitask",
+    "bench.commands.export",
+    "bench.commands.verify",
 )
 
 

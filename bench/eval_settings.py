@@ -26,6 +26,7 @@ class EvalSettings:
     tol: float = 0.02
     flip_tol: float = 0.05
     near_zero: float = 0.05
+    save_adv: bool = False  # keep the adversarial examples behind the worst case (great-bench verify)
 
 
 def paper_sweep(eps: float) -> list[str]:
@@ -52,6 +53,8 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
         v = getattr(s, k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number >= 0")
+    if not isinstance(s.save_adv, bool):
+        raise BenchError(f"eval.save_adv = {s.save_adv!r} is invalid: expected true or false")
     return replace(s, sweep=tuple(sweep or paper_sweep(s.epsilon)))
 
 

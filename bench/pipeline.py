@@ -68,7 +68,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], c
         data = eval_set_for(recorded_data(subject), settings.n_test, data_dir=data_dir, device=dev,
                             expect_fingerprint=subject.meta.get("test_fingerprint"))
         rows = evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
-                        batch_size=settings.batch_size, force=force, quiet=quiet)
+                        batch_size=settings.batch_size, force=force, quiet=quiet, save_adv=settings.save_adv)
         if not quiet:
             print(f"evaluated {subject.defense} seed {subject.seed} ({subject.source})")
     return rows, subjects
@@ -85,7 +85,7 @@ def evaluate_model(s: Settings, factory: str, weights: str | Path, specs: Sequen
                                                                     data.num_classes),
                                    s.data.dataset, name=name, device=dev)
     return evaluate([subject], data, specs, csv_path, n_test=settings.n_test, eval_seed=settings.seed,
-                    batch_size=settings.batch_size, force=force, quiet=quiet)
+                    batch_size=settings.batch_size, force=force, quiet=quiet, save_adv=settings.save_adv)
 
 
 def report(csv_path: str | Path, results: str | Path, settings: EvalSettings, *, runs: Sequence[str | Path] = (),

@@ -233,18 +233,29 @@ def to_latex(tables: Sequence[Table]) -> str:
     return "\n".join(out)
 
 
-def to_csv(tables: Sequence[Table]) -> str:
+TABLE_FIELDS = ["dataset", "epsilon", "defense", "column", "mean_pct", "std_pct", "seeds", "n", "ci_low_pct",
+                "ci_high_pct"]
+
+
+def table_frame(tables: Sequence[Table]) -> pd.DataFrame:
+    """The tables as one tidy frame (TABLE_FIELDS), defense-major in table order: what
+    table.csv holds and what ``bench.results.table`` returns. Percentages; n empty for Train."""
     frames = []
     for t in tables:
         # defense-major, in table order (the summary is column-major)
         rank = {d: i for i, d in enumerate(t.defenses)}
         s = t.summary.sort_values("defense", key=lambda d: d.map(rank), kind="stable")
         frames.append(pd.DataFrame({
-            "dataset": s["dataset"], "epsilon": f"{t.epsilon:g}", "defense": s["defense"], "column": s["column"],
+            "dataset": s["dataset"], "epsilon": float(t.epsilon), "defense": s["defense"], "column": s["column"],
             "mean_pct": 100 * s["mean"], "std_pct": 100 * s["std"], "seeds": s["seeds"],
             "n": s["n"].where(s["n"] > 0).astype("Int64"),
             "ci_low_pct": 100 * s["ci_low"], "ci_high_pct": 100 * s["ci_high"]}))
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLE_FIELDS)
+
+
+def to_csv(tables: Sequence[Table]) -> str:
+    df = table_frame(tables)
+    df["epsilon"] = df["epsilon"].map(lambda e: f"{e:g}")  # '0.1', not the '%.4f' of the values
     return df.to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 

@@ -15,6 +15,8 @@ from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, r
 def cmd_evaluate(args: argparse.Namespace) -> int:
     s = resolve_config(args.preset, args.overrides, device=args.device)
     given = {"n_test": args.n, "seed": args.seed, "batch_size": args.batch_size}
+    if args.save_adv:
+        given["save_adv"] = True
     settings = replace(s.eval, **{k: v for k, v in given.items() if v is not None})
     for k in ("n_test", "batch_size"):
         v = getattr(settings, k)
@@ -62,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="CSV file (default results/<preset>/robustness.csv)")
     p.add_argument("--results", default=None, help="results folder (default results/<preset>)")
     p.add_argument("--force", action="store_true", help="recompute rows that already exist")
+    p.add_argument("--save-adv", action="store_true",
+                   help="save the adversarial examples behind every worst-case cell into <results>/adversarial/ "
+                        "(safetensors; default: eval.save_adv) for `great-bench verify`")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="tables, accuracy-vs-epsilon curves, masking checks (+ saliency with --runs)")

@@ -19,14 +19,19 @@ N, BATCH = 512, 256
 SWEEP = ["pgd:eps=0.05|0.1,steps=10"]
 
 
-@pytest.fixture(scope="module")
-def setup():
+def small_cnn_on_own_labels():
+    """small-cnn and N random images labelled by its own predictions (every example attacked)."""
     torch.manual_seed(0)
     model = build_model("small-cnn", ModelSpec(1, 28, 10, (0.286,), (0.353,))).eval()
     x = torch.rand(N, 1, 28, 28)
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, EvalSet(x, y, 10, "bench")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return small_cnn_on_own_labels()
 
 
 def harness(model, data):
