@@ -17,10 +17,10 @@ import pandas as pd
 from attacks.row_schema import unpack_mask
 from bench.errors import BenchError
 from bench.report import Table, display
-from bench.stats import paired, seed_interval
+from bench.stats import paired, paired_across_seeds
 
 SEED_FIELDS = ["dataset", "defense", "against", "column", "seeds", "mean_diff_pct", "ci_low_pct", "ci_high_pct",
-               "better", "worse", "cannot_say"]
+               "p_value", "better", "worse", "cannot_say"]
 FIELDS = ["dataset", "defense", "against", "seed", "against_seed", "column", "n", "both", "only_defense",
           "only_against", "neither", "diff_pct", "ci_low_pct", "ci_high_pct", "p_value", "verdict"]
 
@@ -64,19 +64,22 @@ def compare(tables: list[Table], against: str) -> pd.DataFrame:
 
 def across_seeds(comp: pd.DataFrame) -> pd.DataFrame:
     """Per defense and column, over the seeds paired by id (seed k against seed k of the
-    reference): the mean of the per-seed accuracy differences with the t-interval over seeds
-    (a paired t-test on the seeds; it says whether the difference survives retraining, which
-    the per-example test on one seed cannot), and how many seeds' McNemar verdicts were
-    better / worse / cannot say. Only defenses with at least two paired seeds."""
+    reference): the mean of the per-seed accuracy differences with an interval that adds the
+    seed-to-seed spread (a paired t over the seeds: does the difference survive retraining?)
+    and the test-sampling error of the shared examples (``bench.stats.paired_across_seeds``),
+    its p-value, and how many seeds' McNemar verdicts were better / worse / cannot say. Only
+    defenses with at least two paired seeds on the same number of examples."""
     out = []
     same = comp[comp["seed"] == comp["against_seed"]] if not comp.empty else comp
     for (dataset, defense, against, column), g in same.groupby(["dataset", "defense", "against", "column"], sort=False):
         if len(g) < 2:
             continue
-        d = seed_interval(g["diff_pct"])  # each value is already a paired (same seed) difference
+        g = g[g["n"] == g["n"].min()]  # the seeds' tables must count the same examples
+        d = paired_across_seeds(g[["both", "only_defense", "only_against", "neither"]].to_numpy())
         counts = g["verdict"].value_counts()
-        out.append([dataset, defense, against, column, d.seeds, d.mean, d.ci_low, d.ci_high,
-                    int(counts.get("better", 0)), int(counts.get("worse", 0)), int(counts.get("cannot say", 0))])
+        out.append([dataset, defense, against, column, d.seeds, 100 * d.mean, 100 * d.ci_low, 100 * d.ci_high,
+                    d.p_value, int(counts.get("better", 0)), int(counts.get("worse", 0)),
+                    int(counts.get("cannot say", 0))])
     return pd.DataFrame(out, columns=SEED_FIELDS)
 
 
@@ -134,8 +137,10 @@ def comparison_markdown(comp: pd.DataFrame, tables: list[Table], seeds: pd.DataF
                     .pivot_table(index="label", columns="column", values="text", aggfunc="first")
                     .reindex(index=list(dict.fromkeys(s["defense"].map(display))), columns=names).fillna("–"))
             out.append(f"**{t.dataset}, across {k} training seeds: mean of the per-seed differences (points) "
-                       f"[95% t-interval over seeds: a paired t-test on the seeds] and the per-seed McNemar verdicts "
-                       f"better/worse/cannot say; bold: the interval excludes 0.**\n")
+                       f"[95% interval: the seeds' paired t-interval and the test-sampling error of the shared "
+                       f"examples, added in quadrature] and the per-seed McNemar verdicts better/worse/cannot say; "
+                       f"bold: the interval excludes 0 (no correction for the many columns: the claims' verdicts "
+                       f"in verdicts.md are Holm-corrected).**\n")
             out.append(wide.rename_axis("Method").reset_index().to_markdown(
                 index=False, colalign=["left"] + ["right"] * len(names), disable_numparse=True))
             out.append("")

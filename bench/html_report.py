@@ -153,7 +153,8 @@ def comparison_table(comp: pd.DataFrame, t: Table) -> str:
 
 def across_seeds_table(seeds: pd.DataFrame, t: Table) -> str:
     """``bench.compare.across_seeds`` rows as a table: per defense and column the mean difference,
-    t-interval over seeds and per-seed verdict counts; green / red when the interval excludes 0."""
+    interval over seeds (seed spread and test sampling) and per-seed verdict counts; green / red when
+    the interval excludes 0."""
     s = seeds[seeds["dataset"] == t.dataset]
     if s.empty:
         return ""
@@ -175,7 +176,8 @@ def across_seeds_table(seeds: pd.DataFrame, t: Table) -> str:
         body.append(f"<tr>{''.join(cells)}</tr>")
     k = int(s["seeds"].max())
     return (f'<p class="caption">{_e(t.dataset)}, across {k} training seeds: mean of the per-seed differences '
-            "(points) [95% t-interval over seeds] and the per-seed McNemar verdicts better/worse/cannot say. "
+            "(points) [95% interval: the seeds' paired t-interval and the test-sampling error, in quadrature] "
+            "and the per-seed McNemar verdicts better/worse/cannot say. "
             "Green or red: the interval excludes 0 (the difference survives retraining).</p>"
             f'<div class="wide"><table class="sortable" id="across-seeds-{_e(t.dataset)}"><thead><tr>{head}</tr>'
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')

@@ -137,11 +137,14 @@ class BasicBlock(Residual):
 
 
 class ResNet(nn.Module):
-    """CIFAR-style ResNet (3x3 stem, no max-pool): ``features`` then pooling + linear."""
+    """CIFAR-style ResNet (3x3 stem; a 2x2 max-pool after it only with ``stem_pool``):
+    ``features`` then pooling + linear."""
 
-    def __init__(self, spec: ModelSpec, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)):
+    def __init__(self, spec: ModelSpec, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem_pool: bool = False):
         super().__init__()
         layers = [_front(spec), *_conv_bn(spec.in_channels, widths[0], spec)]
+        if stem_pool:
+            layers.append(nn.MaxPool2d(2))
         cin = widths[0]
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
@@ -165,6 +168,20 @@ def resnet11(spec: ModelSpec) -> nn.Module:
     """ResNet-11 (4 residual blocks of 2 convs + stem + linear): the paper's auxiliary
     classifier for the larger distillation and multi-task settings."""
     return ResNet(spec, (1, 1, 1, 1))
+
+
+@MODELS.register("small-resnet")
+def small_resnet(spec: ModelSpec) -> nn.Module:
+    """A residual network a 2-core CPU can afford (issue 22), for the paper's remark that
+    skip connections carry GREAT's reversed gradient through the main network (section 3.1):
+    3x3 stem (16 channels) + batch norm + 2x2 max-pool, then one basic block per stage at
+    16/32/64 channels (strides 1, 2, 2: 14, 7 and 4 pixels at 28x28), pooling + linear.
+    About 78k weights (small-cnn: 106k). Batch norm follows every convolution, as in the
+    paper's ResNet-18. The stem's max-pool halves the maps the blocks work on: with the
+    first block at 28x28 instead, the GREAT step (double back-propagation through batch
+    norm) costs about 3x small-cnn's; with it, about 2x for a baseline step and 2.4x for a
+    GREAT step at batch 128 on one thread (tests/benchmarks/test_step_cost.py)."""
+    return ResNet(spec, (1, 1, 1), (16, 32, 64), stem_pool=True)
 
 
 def build_model(name: str, spec: ModelSpec) -> nn.Module:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from bench.atomic import write_text
+from bench.claims import FIELDS as VERDICT_FIELDS, Sources, verdicts, verdicts_markdown
 from bench.compare import across_seeds, compare, comparison_markdown, default_reference
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings
@@ -29,7 +30,7 @@ from bench.worst_case import WORST_FIELDS, worst_case_rows
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
                  against: str | None = None, quiet: bool = False) -> list[Path]:
     """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
-    default GREAT when present), acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png,
+    default GREAT when present), verdicts.md/.csv (the paper's claims, ``bench.claims``), acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png,
     and index.html: all of them on one self-contained page (``bench.html_report``)."""
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
@@ -47,8 +48,12 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
                                                      settings.near_zero), subjects=subjects, data=data,
                                     sanity=SanityThresholds(epsilon=settings.epsilon)))
+    # The paper's claims under one rule, Holm-corrected (bench/claims.py); the tracks' rows
+    # are read from this folder when their commands wrote them here.
+    claim_rows = verdicts(Sources.in_folder(tables, results))
+    verdicts_md = verdicts_markdown(claim_rows)
     write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
-               + masking_markdown(checks))
+               + (verdicts_md + "\n" if verdicts_md else "") + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
     write_text(results / "table.csv", to_csv(tables))
     worst = worst_case_rows(rows)
@@ -57,6 +62,10 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
     written = [results / f for f in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv",
                                      "acc_vs_eps.png", "acc_vs_eps.pdf")]
+    if claim_rows:
+        write_text(results / "verdicts.md", verdicts_md)
+        write_rows(results / "verdicts.csv", claim_rows, VERDICT_FIELDS)
+        written += [results / "verdicts.md", results / "verdicts.csv"]
     if comparison is not None:
         write_text(results / "comparison.md", comparison_md)
         write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
@@ -78,7 +87,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
                   checks=checks, worst=worst, rows=rows, subjects=subjects,
                   figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"),
                            ("Saliency maps", results / "saliency.png")],
-                  tracks=[("Knowledge distillation (paper Table 3)", results / "distillation.md"),
+                  tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
+                          ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
                           ("Multi-task learning (paper Table 4)", results / "multitask.md"),
                           ("Multi-task weights per epoch", results / "multitask_weights.png")])
     write_text(results / "index.html", page)

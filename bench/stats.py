@@ -15,6 +15,10 @@ and the extreme accuracies (0% and 100% are common under attack) that a benchmar
   Wilson intervals combined with the correlation of the paired outcomes.
 - ``aggregate``: mean +- sample std over training seeds with an interval that adds the
   seed-to-seed spread and the test-sampling error (see its docstring).
+- ``paired_across_seeds``: the same for a paired difference of two methods trained with the
+  same seeds and scored on the same examples; ``inverted_p_value`` the p-value of such an
+  interval, ``holm`` the family-wise correction and ``claim_verdict`` the one rule that turns
+  an adjusted test into "holds" / "does not hold" / "cannot tell" (``bench/claims.py``).
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
                     conf: float = CONF) -> tuple[float, float, float]:
     """Difference (first - second) of two paired accuracies and its Newcombe interval.
 
-    Counts of the paired 2x2 table over n examples: a = both right, b = only the first,
+    Counts of the paired 2x2 table over n examples (whole, or averaged over seeds): a = both right, b = only the first,
     c = only the second, d = neither. theta = (b - c) / n. With Wilson intervals (l1, u1)
     for p1 = (a + b) / n and (l2, u2) for p2 = (a + c) / n and phi the correlation of the
     paired outcomes (Newcombe 1998, method 10: ad - bc shrunk by n/2 towards 0 when
@@ -89,7 +93,8 @@ def newcombe_paired(both: int, only_first: int, only_second: int, neither: int,
     L = theta - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2),
     U = theta + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2).
     """
-    a, b, c, d = (int(v) for v in (both, only_first, only_second, neither))
+    # whole counts, or counts averaged over seeds (``paired_across_seeds``)
+    a, b, c, d = (int(v) if float(v).is_integer() else float(v) for v in (both, only_first, only_second, neither))
     if min(a, b, c, d) < 0:
         raise BenchError(f"paired counts must be non-negative, got {(a, b, c, d)}")
     n = a + b + c + d
@@ -258,3 +263,171 @@ def paired_seed_difference(first: dict[int, float], second: dict[int, float], co
     if not seeds:
         raise BenchError(f"no common seeds to pair: {sorted(first)} and {sorted(second)}")
     return seed_interval([first[s] - second[s] for s in seeds], conf)
+
+
+def _t_half(values: np.ndarray, conf: float) -> float:
+    """t_{k-1} s / sqrt(k): the half-width of the t-interval over k >= 2 seed values."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + conf / 2, values.size - 1)) * float(values.std(ddof=1)) / math.sqrt(values.size)
+
+
+def inverted_p_value(interval_at, mean: float, tol: float = 1e-12) -> float:
+    """The two-sided p-value of an interval family: the smallest alpha at which the
+    (1 - alpha) interval ``interval_at(1 - alpha)`` still excludes 0 (test inversion; the
+    intervals widen with the level, so one bisection on log alpha finds the edge). 1 when
+    the mean is 0; ``tol`` when even the (1 - tol) interval excludes 0."""
+    if mean == 0 or not math.isfinite(mean):
+        return 1.0
+    excludes = lambda alpha: (lambda lo, hi: lo > 0 or hi < 0)(*interval_at(1 - alpha))
+    top = 1 - 1e-9  # a 1e-9 interval: the mean itself, which is not 0
+    if not excludes(top):
+        return 1.0
+    if excludes(tol):
+        return tol
+    lo, hi = math.log(tol), math.log(top)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if excludes(math.exp(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return min(1.0, math.exp(hi))
+
+
+@dataclass(frozen=True)
+class AcrossSeeds:
+    """A paired difference (first - second) over k training seeds on the same n examples:
+    mean of the per-seed differences, their sample std, the interval of ``paired_across_seeds``
+    and its two-sided p-value (test inversion)."""
+
+    mean: float
+    std: float
+    seeds: int
+    n: int
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+def _square_and_add(diffs: Sequence[float], sampling_at, n: int, conf: float) -> AcrossSeeds:
+    """d = mean of the per-seed differences; the interval
+    L = d - sqrt((d - l)^2 + h^2), U = d + sqrt((u - d)^2 + h^2) with h the seeds' paired
+    t half-width (0 for one seed) and (l, u) = ``sampling_at(level)`` the test-sampling
+    interval around d; the p-value inverts it."""
+    v = np.asarray(diffs, dtype=float)
+    k = v.size
+
+    def interval_at(level: float) -> tuple[float, float]:
+        lo, hi = sampling_at(level)
+        h = _t_half(v, level) if k > 1 else 0.0
+        d = float(v.mean())
+        return d - math.sqrt((d - lo) ** 2 + h * h), d + math.sqrt((hi - d) ** 2 + h * h)
+
+    mean = float(v.mean())
+    lo, hi = interval_at(conf)
+    return AcrossSeeds(mean, float(v.std(ddof=1)) if k > 1 else 0.0, k, n, lo, hi, inverted_p_value(interval_at, mean))
+
+
+def paired_across_seeds(tables: Sequence[tuple[float, float, float, float]], conf: float = CONF) -> AcrossSeeds:
+    """Two methods, each trained with the same k seeds, scored on the same n examples; one
+    paired 2x2 table (both right, only the first, only the second, neither) per seed.
+
+    The difference d_s = (b_s - c_s) / n of seed s has two errors: the seed-to-seed spread
+    and the test-sampling error of the n examples. The seeds share their examples, so the
+    sampling error does not average out over seeds. Both are added in quadrature, on each
+    side separately (square-and-add / MOVER, Newcombe 1998, Zou & Donner 2008, as in
+    ``aggregate``), around d = mean_s d_s:
+
+        L = d - sqrt((d - l_N)^2 + h^2),    U = d + sqrt((u_N - d)^2 + h^2),
+
+    h = t_{k-1, (1+conf)/2} s_d / sqrt(k) (the paired t-interval over seeds; 0 for k = 1),
+    (l_N, u_N) = Newcombe's paired interval (``newcombe_paired``, method 10) of the table of
+    seed-averaged counts, whose difference is d, at n examples (not k n). A column where
+    every seed scores both methods alike (d_s = 0, b = c = 0) keeps the sampling width of n
+    examples instead of collapsing to [0, 0]. The p-value inverts this interval
+    (``inverted_p_value``). The seed term also holds the part of the sampling error that
+    differs between seeds, so the sum is slightly conservative (for crossed seeds x
+    examples designs, compare Owen 2007, "The pigeonhole bootstrap").
+    """
+    t = np.asarray(tables, dtype=float)
+    if t.ndim != 2 or t.shape[1] != 4 or t.shape[0] == 0:
+        raise BenchError(f"paired_across_seeds needs one (both, only_first, only_second, neither) table per seed, "
+                         f"got shape {t.shape}")
+    ns = t.sum(axis=1)
+    if (t < 0).any() or not (ns > 0).all() or np.ptp(ns) > 0:
+        raise BenchError(f"paired tables must be non-negative counts over the same n > 0 examples, got n = {ns.tolist()}")
+    n = int(ns[0])
+    mean_table = t.mean(axis=0)
+    r = _square_and_add((t[:, 1] - t[:, 2]) / n, lambda level: newcombe_paired(*mean_table, conf=level)[1:], n, conf)
+    return AcrossSeeds(r.mean, r.std, r.seeds, n, max(-1.0, r.ci_low), min(1.0, r.ci_high), r.p_value)
+
+
+def unpaired_across_seeds(first: dict[int, float], second: dict[int, float], n: int,
+                          conf: float = CONF) -> AcrossSeeds:
+    """``paired_across_seeds`` for accuracies recorded without per-example masks (the
+    distillation rows): the same sum, with the sampling interval of the difference of the
+    two seed-mean accuracies over n examples each taken as independent, Newcombe's method
+    10 for unpaired proportions: l = d - sqrt((p1 - l1)^2 + (u2 - p2)^2),
+    u = d + sqrt((u1 - p1)^2 + (p2 - l2)^2) with Wilson intervals (l_i, u_i). Two models
+    scored on the same examples are positively correlated, so this overstates the sampling
+    term (conservative). Only seeds both have are used."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        raise BenchError(f"no common seeds to pair: {sorted(first)} and {sorted(second)}")
+    a = np.array([first[s] for s in seeds], dtype=float)
+    b = np.array([second[s] for s in seeds], dtype=float)
+    p1, p2 = float(a.mean()), float(b.mean())
+
+    def sampling_at(level: float) -> tuple[float, float]:
+        l1, u1 = wilson(p1 * n, n, level)
+        l2, u2 = wilson(p2 * n, n, level)
+        d = p1 - p2
+        return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+    r = _square_and_add(a - b, sampling_at, n, conf)
+    return AcrossSeeds(r.mean, r.std, r.seeds, n, max(-1.0, r.ci_low), min(1.0, r.ci_high), r.p_value)
+
+
+def seeds_only(first: dict[int, float], second: dict[int, float], conf: float = CONF) -> AcrossSeeds:
+    """The paired t over seeds alone, as an ``AcrossSeeds`` (p-value by inversion = the
+    paired t-test's): for metrics whose rows carry no test-sampling information (the
+    multi-task RMSEs)."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        raise BenchError(f"no common seeds to pair: {sorted(first)} and {sorted(second)}")
+    diffs = [first[s] - second[s] for s in seeds]
+    d = float(np.mean(diffs))
+    return _square_and_add(diffs, lambda level: (d, d), 0, conf)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order: with the m
+    p-values sorted p_(1) <= ... <= p_(m), adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    Rejecting where adj < alpha keeps the family-wise error rate at alpha for any
+    dependence between the tests."""
+    p = [float(x) for x in p_values]
+    if any(not 0 <= x <= 1 for x in p):
+        raise BenchError(f"p-values must lie in [0, 1], got {p}")
+    m = len(p)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p[j])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+VERDICTS = ("holds", "does not hold", "cannot tell")
+
+
+def claim_verdict(mean: float, p_adjusted: float, expected_sign: int, alpha: float = 0.05) -> str:
+    """The one rule for a claimed direction (+1: first above second, -1: below): "holds" when
+    the family-wise adjusted test rejects (p_adjusted < alpha) and the difference has the
+    claimed sign, "does not hold" when it rejects with the opposite sign, "cannot tell"
+    otherwise (the data do not separate the two methods at the family's level)."""
+    if expected_sign not in (1, -1):
+        raise BenchError(f"a claimed direction is +1 or -1, got {expected_sign!r}")
+    if not p_adjusted < alpha or mean == 0:
+        return "cannot tell"
+    return "holds" if (mean > 0) == (expected_sign > 0) else "does not hold"

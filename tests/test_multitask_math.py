@@ -171,3 +171,34 @@ def test_uncertainty_gives_the_noisier_task_the_larger_variance():
     # Kendall's optimum for a regression task: sigma^2 = its loss (the noise variance, ~1 for b).
     assert 0.5 < float(torch.exp(s[1])) < 2.0
     assert float(logs["loss_b"]) > float(logs["loss_a"])
+
+
+def test_equal_normalized_is_the_sum_of_first_batch_normalised_losses():
+    """Closed form: the gradient of sum_i J_i(theta; batch) / J_i(theta_0; first batch), with
+    J_i(theta_0; first batch) computed here on a copy of the untrained network; the same
+    normalisation as the multi-task GREAT, without its alignment layers."""
+    import copy
+
+    tasks = [TASKS.get(n) for n in ("class", "edge", "auto")]
+    torch.manual_seed(0)
+    net = build_multitask_net("small-conv", SPEC, tasks)
+    m = MULTITASK_METHODS.get("equal-normalized")(net, Context("small-conv", SPEC, dict(HP), extras={"tasks": tasks}))
+    g = torch.Generator().manual_seed(2)
+    batch = lambda: (torch.rand(6, 1, 8, 8, generator=g), {  # noqa: E731
+        "class": torch.randint(0, 10, (6,), generator=g), "edge": (torch.rand(6, 1, 8, 8, generator=g) > 0.8).float(),
+        "auto": torch.rand(6, 1, 8, 8, generator=g)})
+    x0, y0 = batch()
+    untrained = copy.deepcopy(net)
+    j0 = torch.stack([t.loss(untrained(x0)[t.name], y0[t.name]) for t in tasks]).detach()
+    logs = m.step(x0, y0, None)
+    torch.testing.assert_close(torch.stack([logs[f"w_{t.name}"] for t in tasks]), 1 / j0)
+    x1, y1 = batch()
+    before = copy.deepcopy(net)
+    m.step(x1, y1, None)  # leaves this step's gradients in .grad
+    expected = torch.autograd.grad(sum(t.loss(before(x1)[t.name], y1[t.name]) / j0[i] for i, t in enumerate(tasks)),
+                                   list(before.parameters()))
+    for p, e in zip(net.parameters(), expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-7)
+    # ... which is not what equal weights on the raw losses give
+    raw = torch.autograd.grad(sum(t.loss(before(x1)[t.name], y1[t.name]) for t in tasks), list(before.parameters()))
+    assert not torch.allclose(raw[0], expected[0], rtol=1e-2)

@@ -134,7 +134,9 @@ def test_comparison_pairs_the_same_examples_against_the_reference():
         default_reference(tables, "gerat")
 
 
-def test_across_seeds_is_a_paired_t_test_on_the_per_seed_differences():
+def test_across_seeds_adds_the_paired_t_and_the_sampling_error_of_the_shared_examples():
+    """The seeds' paired t half-width (scipy) and Newcombe's interval of the seed-averaged
+    table, added in quadrature on each side (bench.stats.paired_across_seeds)."""
     from scipy.stats import ttest_1samp
 
     rng = np.random.default_rng(0)
@@ -152,8 +154,17 @@ def test_across_seeds_is_a_paired_t_test_on_the_per_seed_differences():
     s = across_seeds(comp)
     r = s[s["column"] == "Non-targeted FGSM"].iloc[0]
     ci = ttest_1samp(diffs, 0.0).confidence_interval(0.95)
-    assert r["seeds"] == 3 and r["mean_diff_pct"] == pytest.approx(np.mean(diffs))
-    assert (r["ci_low_pct"], r["ci_high_pct"]) == pytest.approx((ci.low, ci.high))
+    h = (ci.high - ci.low) / 2
+    g = comp[comp["column"] == "Non-targeted FGSM"]
+    mean_table = g[["both", "only_defense", "only_against", "neither"]].to_numpy().mean(axis=0)
+    d, lo_n, hi_n = (100 * v for v in newcombe_paired(*mean_table))
+    assert r["seeds"] == 3 and r["mean_diff_pct"] == pytest.approx(np.mean(diffs)) == pytest.approx(d)
+    assert (r["ci_low_pct"], r["ci_high_pct"]) == pytest.approx(
+        (d - np.hypot(d - lo_n, h), d + np.hypot(hi_n - d, h)))
+    assert r["ci_low_pct"] < ci.low and r["ci_high_pct"] > ci.high  # wider than the t-interval alone
+    # the clean column: every seed's difference is 0, yet the interval is n = 200's sampling width
+    z = s[s["column"] == "No attack"].iloc[0]
+    assert z["mean_diff_pct"] == 0 and z["ci_low_pct"] < -1 and z["ci_high_pct"] > 1 and z["p_value"] == 1
     per_seed = comp[comp["column"] == "Non-targeted FGSM"]["verdict"].value_counts()
     assert (r["better"], r["worse"], r["cannot_say"]) == (
         per_seed.get("better", 0), per_seed.get("worse", 0), per_seed.get("cannot say", 0))

@@ -35,14 +35,26 @@ def paired_t(a, b):
     return 100 * (sum(a) - sum(b)) / len(a), ci.low, ci.high
 
 
+def wald_half(accs, n=N_TEST):
+    """1.96 sqrt(p (1 - p) / n) at the seeds' mean accuracy, in points (close to Wilson's here)."""
+    p = sum(accs) / len(accs)
+    return 100 * 1.96 * math.sqrt(p * (1 - p) / n)
+
+
 def test_distillation_claim_is_great_minus_each_method_paired_by_seed():
+    """The paired t of the per-seed differences (scipy) and both methods' sampling error over
+    2,000 test images (independent, Wald by hand here), added in quadrature."""
     md = table3_markdown(distill_rows(), preset="t")
     claim = md.split("## The paper's claim")[1].split("## Robustness")[0]
     for m, word in (("baseline", "higher"), ("kd", "lower")):
         line = next(x for x in claim.splitlines() if x.startswith(f"| {m} |"))
         sparse = line.split("|")[3]
         mean, lo, hi = paired_t(ACC["great", "sparse"], ACC[m, "sparse"])
-        assert f"{mean:+.2f} [{lo:+.1f}, {hi:+.1f}] ({word}, 3 seeds)" in sparse
+        s = math.hypot(wald_half(ACC["great", "sparse"]), wald_half(ACC[m, "sparse"]))
+        got = re.search(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \((\w+), 3 seeds\)", sparse)
+        assert float(got[1]) == pytest.approx(mean, abs=0.005) and got[4] == word
+        assert float(got[2]) == pytest.approx(mean - math.hypot(mean - lo, s), abs=0.15)
+        assert float(got[3]) == pytest.approx(mean + math.hypot(hi - mean, s), abs=0.15)
     line = next(x for x in claim.splitlines() if x.startswith("| kd |"))
     assert "cannot tell" in line.split("|")[2]  # dense: differences of -0.2, +0.7, -1.0 points
 

@@ -14,7 +14,8 @@ PAPER_CIFAR10 = {
     "gradnorm": {"class": 23.5, "color": 0.116, "edge": 0.270, "auto": 0.091},
     "great": {"class": 24.2, "color": 0.114, "edge": 0.252, "auto": 0.087},
 }
-METHOD_TITLES = {"equal": "Equal", "uncertainty": "Uncertainty", "gradnorm": "GradNorm", "great": "GREAT"}
+METHOD_TITLES = {"equal": "Equal", "equal-normalized": "Equal, normalised losses", "uncertainty": "Uncertainty",
+                 "gradnorm": "GradNorm", "great": "GREAT"}
 ROW_FIELDS = ("method", "seed", "task", "metric", "value")
 
 

@@ -7,7 +7,12 @@ step in a rotated order, so slow drifts of a shared machine's load hit all of th
 Reported: the median step time of each defense, the ratio of its median to baseline's,
 and the median of the per-round ratios. Nothing is asserted about time.
 
+The second benchmark compares architectures the same way: every (model, defense) pair in
+``MODEL_PAIRS`` steps in rotated order each round, and each model's step is reported as a
+ratio to small-cnn's step of the same defense (issue 22: small-resnet within 3x small-cnn).
+
     PYTHONPATH=. python tests/benchmarks/test_step_cost.py --rounds 60      # a table
+    PYTHONPATH=. python tests/benchmarks/test_step_cost.py --models small-cnn small-resnet --threads 1
     make bench                                                               # via pytest
 """
 from __future__ import annotations
@@ -28,10 +33,14 @@ SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
 RAMP = Ramp(5, 0.5, 0.5, 1.0)
 
 
-def build(name: str, hp: dict | None = None):
+def build(name: str, hp: dict | None = None, model_name: str = "small-cnn"):
     torch.manual_seed(0)
-    model = build_model("small-cnn", SPEC)
-    return DEFENSES.get(name)(model, Context("small-cnn", SPEC, {**HP, **(hp or {})}))
+    model = build_model(model_name, SPEC)
+    return DEFENSES.get(name)(model, Context(model_name, SPEC, {**HP, **(hp or {})}))
+
+
+# Architectures against small-cnn, for the plain step and the double-backward GREAT step.
+MODEL_PAIRS = [(m, d) for m in ("small-cnn", "small-resnet") for d in ("baseline", "great")]
 
 
 def interleaved(defenses: dict[str, object], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -49,6 +58,19 @@ def interleaved(defenses: dict[str, object], rounds: int, warmup: int = 3) -> di
             if r >= warmup:
                 times[n].append(dt)
     return times
+
+
+def model_table(times: dict[str, list[float]], reference: str = "small-cnn") -> str:
+    """Rows keyed 'model/defense': each against ``reference``'s step of the same defense."""
+    rows = ["| model | defense | median | ratio of medians | median of per-round ratios |",
+            "|---|---|---:|---:|---:|"]
+    for key, ts in times.items():
+        model, defense = key.split("/")
+        ref = times[f"{reference}/{defense}"]
+        per_round = statistics.median(t / b for t, b in zip(ts, ref))
+        rows.append(f"| {model} | {defense} | {1e3 * statistics.median(ts):.1f} ms | "
+                    f"{statistics.median(ts) / statistics.median(ref):.2f} | {per_round:.2f} |")
+    return "\n".join(rows)
 
 
 def table(times: dict[str, list[float]], reference: str = "baseline") -> str:
@@ -81,14 +103,37 @@ def test_step_cost_interleaved(benchmark, capsys):
     assert all(len(v) == 20 for v in holder.values())
 
 
+@pytest.mark.benchmark(group="model step, interleaved")
+def test_model_step_cost_interleaved(benchmark, capsys):
+    """small-resnet's baseline and GREAT steps against small-cnn's, interleaved, 1 thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        steps = {f"{m}/{d}": build(d, model_name=m) for m, d in MODEL_PAIRS}
+        holder = {}
+        benchmark.pedantic(lambda: holder.update(interleaved(steps, rounds=20)), rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
+    benchmark.extra_info["ratios"] = model_table(holder)
+    with capsys.disabled():
+        print("\nstep per model (batch 128, 1x28x28, 1 thread), interleaved:\n" + model_table(holder))
+    assert all(len(v) == 20 for v in holder.values())
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--only", nargs="*", help="defenses to include (baseline always)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--models", nargs="*", help="compare these models' baseline and GREAT steps with small-cnn's")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.models:
+        pairs = [(m, d) for m in dict.fromkeys(["small-cnn", *args.models]) for d in ("baseline", "great")]
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+        print(model_table(interleaved({f"{m}/{d}": build(d, model_name=m) for m, d in pairs}, args.rounds)))
+        raise SystemExit
     names = ["baseline"] + [n for n in DEFENSES.names() if n != "baseline" and (not args.only or n in args.only)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
     print(table(interleaved({n: build(n) for n in names}, args.rounds)))

@@ -1,0 +1,189 @@
+"""The paper's claims as paired comparisons, and the one rule that labels them.
+
+Each claim of the GREAT paper (Sinha et al.) that great-bench can test is a list of
+comparisons "first minus second on a column, with a claimed sign". Each comparison is
+measured across the training seeds (both methods trained with the same seeds):
+
+- robustness rows: ``bench.stats.paired_across_seeds`` on the per-seed paired tables of
+  the same test examples (seed spread + test-sampling error, square-and-add);
+- distillation rows (accuracies without per-example masks): ``unpaired_across_seeds``;
+- multi-task rows (one RMSE or error per seed and task): ``seeds_only``, the paired t.
+
+**The rule.** The family is every comparison of every claim below that the results can
+measure (both methods present, two or more common seeds). Holm's step-down correction
+(``bench.stats.holm``) adjusts the family's two-sided p-values; a comparison *holds* when
+its adjusted p < 0.05 and the difference has the claimed sign, *does not hold* when the
+adjusted p < 0.05 and the sign is the opposite, and is *cannot tell* otherwise. A claim
+holds when all its comparisons hold, does not hold when any does not hold, and is cannot
+tell otherwise. The family-wise error rate over the whole family is 5%.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench.compare import across_seeds, compare
+from bench.registry import Registry
+from bench.report import Table, display
+from bench.rows import read_rows
+from bench.stats import AcrossSeeds, claim_verdict, holm, seeds_only, unpaired_across_seeds
+
+ALPHA = 0.05
+FIELDS = ["claim", "track", "dataset", "first", "second", "column", "sign", "seeds", "n", "diff", "ci_low", "ci_high",
+          "p_value", "p_holm", "verdict", "claim_verdict", "unit"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``first`` minus ``second`` on ``column`` (a robustness table column, a distillation
+    regime or a multi-task task); ``sign`` +1 when the paper claims it is positive."""
+
+    track: str
+    first: str
+    second: str
+    column: str
+    sign: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    paper: str          # where the paper says it
+    comparisons: tuple[Comparison, ...]
+
+
+def _robust(first, second, column, sign=+1):
+    return Comparison("robustness", first, second, column, sign)
+
+
+# The paper's claims, section 3.1 (Table 1, CIFAR-10, epsilon 0.1) and Tables 3 and 4.
+CLAIMS: list[Claim] = [
+    Claim("GREAT adds robustness to single-step attacks", "sec. 3.1; Table 1: FGSM 47.5 vs baseline 32.8",
+          (_robust("great", "baseline", "Non-targeted FGSM"),)),
+    Claim("GREACE alone is robust", "sec. 3.1; Table 1: iFGSM 72.4 vs baseline 2.0 and adversarial 16.7",
+          (_robust("greace", "baseline", "Non-targeted iFGSM"), _robust("greace", "fgsm-at", "Non-targeted iFGSM"))),
+    Claim("GREAT and GREACE together boost robustness", "sec. 3.1; Table 1: iFGSM 77.0 vs 72.4 (GREACE), 15.5 (GREAT)",
+          (_robust("great-ce", "greace", "Non-targeted iFGSM"), _robust("great-ce", "great", "Non-targeted iFGSM"))),
+    Claim("GRE(AT+CE) beats adversarial training on single-step attacks", "sec. 3.1; Table 1: FGSM 81.3 vs 56.9",
+          (_robust("great-ce", "fgsm-at", "Non-targeted FGSM"),)),
+    Claim("GREAT is the best student in the sparse regime", "sec. 3.2, Table 3",
+          (Comparison("distillation", "great", "baseline", "sparse", +1),
+           Comparison("distillation", "great", "kd", "sparse", +1))),
+    Claim("GREAT has the lowest edge and denoising errors", "sec. 3.3, Table 4",
+          tuple(Comparison("multitask", "great", other, task, -1)
+                for other in ("equal", "uncertainty", "gradnorm") for task in ("edge", "auto"))),
+    Claim("The gradient-alignment layers, not the loss normalisation, lower them", "sec. 3.3 (losses normalised "
+          "by their initial value); ablation equal-normalized",
+          tuple(Comparison("multitask", "great", "equal-normalized", task, -1) for task in ("edge", "auto"))),
+]
+
+
+@dataclass
+class Sources:
+    """What the comparisons are measured on: the robustness tables and the tracks' rows."""
+
+    tables: list[Table]
+    distillation: list[dict]
+    multitask: list[dict]
+
+    @classmethod
+    def in_folder(cls, tables: list[Table], results: Path) -> "Sources":
+        return cls(tables, read_rows(results / "distillation.csv"), read_rows(results / "multitask.csv"))
+
+
+Measure = Callable[[Sources, Comparison], list[tuple[str, AcrossSeeds, str]]]
+MEASURES: Registry[Measure] = Registry("claim track")
+
+
+@MEASURES.register("robustness")
+def _robustness(src: Sources, c: Comparison) -> list[tuple[str, AcrossSeeds, str]]:
+    out = []
+    for t in src.tables:
+        if c.first not in t.defenses or c.second not in t.defenses:
+            continue
+        comp = compare([t], c.second)
+        s = across_seeds(comp)  # paired_across_seeds per defense and column
+        s = s[(s["defense"] == c.first) & (s["column"] == c.column)] if not s.empty else s
+        for _, r in s.iterrows():
+            n = comp[(comp["defense"] == c.first) & (comp["column"] == c.column)]["n"].min()
+            out.append((t.dataset, AcrossSeeds(r["mean_diff_pct"] / 100, 0.0, int(r["seeds"]), int(n),
+                                               r["ci_low_pct"] / 100, r["ci_high_pct"] / 100, r["p_value"]), "points"))
+    return out
+
+
+@MEASURES.register("distillation")
+def _distillation(src: Sources, c: Comparison) -> list[tuple[str, AcrossSeeds, str]]:
+    out = []
+    for key in dict.fromkeys((r["dataset"], r["student"], r["teacher"]) for r in src.distillation):
+        sel = lambda m: {int(r["seed"]): float(r["test_acc"]) for r in src.distillation
+                         if (r["dataset"], r["student"], r["teacher"]) == key and r["method"] == m
+                         and r["regime"] == c.column}
+        a, b = sel(c.first), sel(c.second)
+        ns = [int(r["n_test"]) for r in src.distillation if (r["dataset"], r["student"], r["teacher"]) == key
+              and r.get("n_test") not in (None, "")]
+        if len(set(a) & set(b)) < 2 or not ns:
+            continue
+        out.append((f"{key[0]} {key[1]}(S)+{key[2]}(T)", unpaired_across_seeds(a, b, min(ns)), "points"))
+    return out
+
+
+@MEASURES.register("multitask")
+def _multitask(src: Sources, c: Comparison) -> list[tuple[str, AcrossSeeds, str]]:
+    sel = lambda m: {int(r["seed"]): float(r["value"]) for r in src.multitask if r["method"] == m and r["task"] == c.column}
+    a, b = sel(c.first), sel(c.second)
+    if len(set(a) & set(b)) < 2:
+        return []
+    metric = next(r["metric"] for r in src.multitask if r["task"] == c.column)
+    return [("multitask", seeds_only(a, b), metric)]
+
+
+def verdicts(src: Sources, claims: list[Claim] = CLAIMS, alpha: float = ALPHA) -> list[dict]:
+    """One row (``FIELDS``) per measured comparison, Holm-adjusted over all of them, with
+    its verdict and its claim's verdict (module docstring: the rule)."""
+    rows = []
+    for claim in claims:
+        for c in claim.comparisons:
+            for dataset, r, unit in MEASURES.get(c.track)(src, c):
+                scale = 100.0 if unit == "points" else 1.0
+                rows.append({"claim": claim.name, "track": c.track, "dataset": dataset, "first": c.first,
+                             "second": c.second, "column": c.column, "sign": c.sign, "seeds": r.seeds, "n": r.n,
+                             "diff": scale * r.mean, "ci_low": scale * r.ci_low, "ci_high": scale * r.ci_high,
+                             "p_value": r.p_value, "unit": unit})
+    for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
+        row["p_holm"] = adj
+        row["verdict"] = claim_verdict(row["diff"], adj, row["sign"], alpha)
+    for claim in claims:
+        mine = [r for r in rows if r["claim"] == claim.name]
+        labels = {r["verdict"] for r in mine}
+        label = ("does not hold" if "does not hold" in labels else "holds" if labels == {"holds"} else "cannot tell")
+        for r in mine:
+            r["claim_verdict"] = label
+    return [{k: r[k] for k in FIELDS} for r in rows]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdicts_markdown(rows: list[dict]) -> str:
+    """One line per claim (its verdict), then the comparisons behind it."""
+    if not rows:
+        return ""
+    claims = list(dict.fromkeys(r["claim"] for r in rows))
+    out = [f"**The paper's claims: verdicts by one rule** (bench/claims.py). Each comparison is measured across "
+           f"training seeds, its 95% interval adding the seeds' paired t-interval and the test-sampling error; "
+           f"Holm's correction over the family of all {len(rows)} comparisons below; a comparison holds when its "
+           f"Holm-adjusted p < {ALPHA} with the claimed sign, does not hold with the opposite sign, cannot tell "
+           f"otherwise. A claim holds when every comparison holds and does not hold when any does not.**", ""]
+    for name in claims:
+        out.append(f"- **{name}: {next(r['claim_verdict'] for r in rows if r['claim'] == name)}**")
+    out += ["", "| Claim | Comparison | Column | Difference [95% interval] | p | Holm p | Verdict |",
+            "|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        d = 1 if r["unit"] == "points" else 3
+        sign = ">" if r["sign"] > 0 else "<"
+        out.append(f"| {r['claim']} | {display(r['first'])} {sign} {display(r['second'])} ({r['dataset']}) | "
+                   f"{r['column']} | {r['diff']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}] {r['unit']} | "
+                   f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['verdict']} |")
+    return "\n".join(out) + "\n"
