@@ -26,11 +26,13 @@ ROW_FIELDS = [
     "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
     "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
+    "cascade_after", "n_attacked",
 ]
 # Added after the first results were written: older CSVs without them are filled in on read
-# (the interval from n and accuracy; the foolbox version as unknown, "").
+# (the interval from n and accuracy; the foolbox version as unknown, ""; no cascade, and the
+# number of examples attacked as unknown, "").
 INTERVAL_FIELDS = ("ci_low", "ci_high")
-LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox")
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked")
 
 
 def pack_mask(correct: torch.Tensor) -> str:
@@ -77,10 +79,11 @@ def upgrade_rows(csv_path: str | Path, existing: list[dict[str, str]]) -> list[d
     """Rows as read from ``csv_path``, upgraded to the current columns (``merge_rows``' prepare).
 
     Rows written before the later columns existed get them filled in (the interval from n
-    and accuracy, the foolbox version as unknown); a file with other columns is refused.
+    and accuracy, the foolbox version and examples attacked as unknown, no cascade); a file
+    with other columns is refused.
     """
     if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
-        existing = [with_interval({"foolbox": "", **r}) for r in existing]
+        existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", **r}) for r in existing]
     if existing and set(existing[0]) != set(ROW_FIELDS):
         raise BenchError(f"{csv_path} has different columns than this version writes; "
                          "move it away or pass another output path")
