@@ -20,6 +20,13 @@ Per example, with the logit margin ``loss = z_y - max_{j != y} z_j`` (targeted:
    onto the box [0, 1].
 
 alpha_k and gamma_k decay by cosine annealing from (alpha0, gamma0) to (alpha0 / 100, 0.001).
+
+Started from the clean image, FMN converges to the nearest boundary point it can reach by
+descending the margin, which on an adversarially trained model is often not the nearest one:
+on the quick FGSM-AT checkpoint an L2 APGD at radius 2 breaks 77 of 90 examples and FMN (100
+or 500 steps) finds an adversarial within 2 for only 72-74. The authors allow an adversarial
+starting point; ``WarmFMNL2`` takes it from an L2 APGD at a large radius (``attacks.apgd``) and
+lets FMN shrink its norm from there (79 of 90 within 2 on the same checkpoint).
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ import math
 
 import torch
 import torch.nn as nn
+
+from attacks.apgd import apgd_pair
 
 # The reference jumps exactly onto the linearised boundary. On a (locally) affine model that
 # point is a tie, on either side by rounding, and every later jump lands there again, so the
@@ -49,11 +58,13 @@ class FMNL2:
                  targeted: bool = False):
         self.model, self.steps, self.alpha0, self.gamma0, self.targeted = model, steps, alpha0, gamma0, targeted
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+        """``init``: optional starting images (adversarial or not; the radius search starts from
+        the norm of those that are adversarial)."""
         x = x.detach()
         n = len(x)
         view = (-1,) + (1,) * (x.dim() - 1)
-        delta = torch.zeros_like(x, requires_grad=True)
+        delta = (torch.zeros_like(x) if init is None else (init.detach() - x)).requires_grad_(True)
         eps = torch.full((n,), math.inf, device=x.device)
         best_norm = torch.full((n,), math.inf, device=x.device)
         best_delta = torch.zeros_like(x)
@@ -91,3 +102,20 @@ class FMNL2:
             better = (loss < 0) & (norm < best_norm)
             best_delta = torch.where(better.view(view), delta, best_delta)
         return (x + best_delta.detach()).clamp(0.0, 1.0)
+
+
+class WarmFMNL2:
+    """FMN started from the adversarial examples of an L2 APGD (CE, then DLR) at radius
+    ``init_eps``; examples APGD did not break start from the clean image, as plain FMN does."""
+
+    def __init__(self, model: nn.Module, *, steps: int, alpha0: float, gamma0: float, init_eps: float,
+                 init_steps: int, n_classes: int, seed: int, targeted: bool = False):
+        if targeted:  # APGD here is untargeted; the registry only offers this attack untargeted
+            raise ValueError("WarmFMNL2 is untargeted")
+        self.targeted = False
+        self.fmn = FMNL2(model, steps=steps, alpha0=alpha0, gamma0=gamma0)
+        self.start = apgd_pair(model, norm="L2", eps=init_eps, steps=init_steps, restarts=1, dlr_targets=0,
+                               n_classes=n_classes, seed=seed)
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fmn(x, labels, init=self.start(x, labels))

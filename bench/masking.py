@@ -26,6 +26,11 @@ paper's Table 1 has targeted iFGSM weaker than targeted FGSM for every defense).
   objective): the L2 column of that model is an overestimate. When the sweep has a
   combined minimum-norm entry (``l2min``, the table's L2 column) only it is checked: a
   single attack it combines may miss examples the other one finds.
+- ``min_norm_vs_fixed_radius``: the minimum-norm curve (``l2min``, or CW/FMN alone) is as
+  strong as a fixed-radius L2 attack (APGD) at each radius both ran: the fraction of examples
+  the minimum-norm attack left correct but the fixed-radius one broke stays under ``tol``.
+  A minimum-norm attack that stops early reports distances that are too large for the
+  examples far from the boundary, so its curve overstates robustness at the larger radii.
 
 Given the models and the evaluation images, ``masking_checks`` adds AutoAttack's sanity
 flags on the model itself (``bench.sanity``: determinism, zero input gradients,
@@ -199,12 +204,33 @@ def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str
         f"L2 attack missed at most {worst:.3f} of the examples an inner Linf attack broke")
 
 
+def min_norm_vs_fixed_radius(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+    worst, detail = None, []
+    l2 = [r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted" and _eps(r) > 0]
+    min_norm = [r for r in l2 if ATTACKS.get(r["attack"]).min_norm]
+    combined = [r for r in min_norm if ATTACKS.get(r["attack"]).combines]
+    for mn in combined or min_norm:
+        for fixed in (r for r in l2 if not ATTACKS.get(r["attack"]).min_norm and abs(_eps(r) - _eps(mn)) < 1e-9):
+            n = min(int(mn["n"]), int(fixed["n"]))
+            missed = float((_mask(mn, n) & ~_mask(fixed, n)).mean())  # min-norm robust, fixed radius broke
+            if worst is None or missed > worst:
+                worst = missed
+            if missed > th.tol:
+                detail.append(f"{_label(mn)} {_mask(mn, n).mean():.3f}: {missed:.3f} of examples it left correct "
+                              f"broken by {_label(fixed)} (n={n})")
+    if worst is None:
+        return "n/a", "", "no minimum-norm L2 row with a fixed-radius L2 row at the same radius"
+    return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail[:3]) or (
+        f"the fixed-radius attack broke at most {worst:.3f} of the examples the minimum-norm attack left correct")
+
+
 CHECKS = {
     "iterative_vs_single": (iterative_vs_single, "tol"),
     "monotone_in_eps": (monotone_in_eps, "flip_tol"),
     "large_eps": (large_eps, "near_zero"),
     "black_box_vs_white_box": (black_box_vs_white_box, "tol"),
     "l2_contains_linf": (l2_contains_linf, "tol"),
+    "min_norm_vs_fixed_radius": (min_norm_vs_fixed_radius, "tol"),
 }
 
 

@@ -55,7 +55,9 @@ COLUMNS = (
     Column("Targeted iFGSM", "Worst", "ifgsm", "worst"),
     Column("Targeted iFGSM", "Random", "ifgsm", "random"),
     Column("", "PGD", "pgd"),
+    Column("", "APGD-CE+T", "apgd", norm="Linf"),
     Column("", "Min-norm L2", "l2min", at="cw"),  # per example the best of CW and FMN
+    Column("", "APGD L2", "apgd", at="cw", norm="L2"),  # fixed radius: the check on the min-norm column
     Column("", "AutoAttack", "autoattack"),
 )
 
@@ -77,7 +79,7 @@ def _num(v) -> float:
         return math.nan
 
 
-CELL_FIELDS = ["dataset", "defense", "seed", "column", "accuracy", "n", "correct_mask", "n_attacks"]
+CELL_FIELDS = ["dataset", "defense", "seed", "column", "accuracy", "n", "correct_mask", "n_attacks", "cascade"]
 
 
 def cell_frame(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -> pd.DataFrame:
@@ -95,12 +97,13 @@ def cell_frame(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -> 
                 if r["attack"] == "none" and not math.isnan(_num(r.get("train_accuracy"))):
                     # train accuracy is measured on the training subset: no test n, no interval
                     records.append([r["dataset"], r["defense"], str(r["seed"]), c.name,
-                                    _num(r["train_accuracy"]), 0, "", 1])
+                                    _num(r["train_accuracy"]), 0, "", 1, ""])
                 continue
             if (r["attack"] == c.attack and r["mode"] == c.mode and (c.norm is None or r["norm"] == c.norm)
                     and abs(_num(r["epsilon"]) - eps_of[c.at]) < 1e-9):
                 records.append([r["dataset"], r["defense"], str(r["seed"]), c.name, _num(r["accuracy"]),
-                                int(r["n"]), r.get("correct_mask", ""), int(r.get("n_attacks", 1))])
+                                int(r["n"]), r.get("correct_mask", ""), int(r.get("n_attacks", 1)),
+                                r.get("cascade_after") or ""])
     df = pd.DataFrame(records, columns=CELL_FIELDS)
     # one value per seed (later rows win, as a re-run supersedes an older one)
     df = df.drop_duplicates(["dataset", "defense", "seed", "column"], keep="last")
@@ -196,6 +199,10 @@ def caption(t: Table) -> str:
              if any(c.attack == "l2min" for c in t.columns) else "")
     worst = ("; worst case: robust to every attack at that epsilon, per example, on the examples "
              "all of them ran on" if any(c.attack == WORST for c in t.columns) else "")
+    after = t.cells.loc[t.cells["cascade"] != "", "column"].unique().tolist()
+    if after:
+        worst += (f"; {', '.join(after)} ran only on the examples the attacks before them at that norm and "
+                  "epsilon left correct (a cascade), so each such cell is the worst case over them and itself")
     if t.seeds > 1:
         spread = (f"mean ± std over {t.seeds} seeds, [95% interval adding seed spread (t) and test "
                   "sampling (Wilson)]")

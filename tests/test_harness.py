@@ -142,23 +142,25 @@ def test_best_of_keeps_per_example_the_smallest_adversarial_norm():
     assert p.tolist() == [6, 8, 7, 3] and top == 2.0
 
 
-def test_l2min_is_the_per_example_and_of_cw_and_fmn_and_reuses_their_runs(data, monkeypatch):
+def test_l2min_is_the_per_example_and_of_its_parts_and_reuses_their_runs(data, monkeypatch):
     calls = []
     real = ev.run_attack
     monkeypatch.setattr(ev, "run_attack", lambda m, s, *a, **k: calls.append(s.name) or real(m, s, *a, **k))
     radii = (0.05, 0.2, 0.5, 1.0)
     eps = "|".join(map(str, radii))
-    specs = sweep([f"cw:eps={eps},steps=10", f"fmn:eps={eps},steps=10", f"l2min:eps={eps},cw_steps=10,fmn_steps=10"])
+    specs = sweep([f"cw:eps={eps},steps=10", f"fmn:eps={eps},steps=10", f"fmn-warm:eps={eps},steps=10,init_steps=10",
+                   f"l2min:eps={eps},cw_steps=10,fmn_steps=10,fmn-warm_steps=10,fmn-warm_init_steps=10"])
     rows = evaluate_subject(subject(tiny_net()), data, specs)
-    assert sorted(calls) == ["cw", "fmn"], "each part runs once; the combined rows reuse the runs"
+    assert sorted(calls) == ["cw", "fmn", "fmn-warm"], "each part runs once; the combined rows reuse the runs"
     by = {(r["attack"], r["epsilon"]): r for r in rows}
+    parts = ("cw", "fmn", "fmn-warm")
     differ = 0
     for eps in radii:
         n = by["cw", eps]["n"]
-        masks = {a: unpack_mask(by[a, eps]["correct_mask"], n) for a in ("cw", "fmn", "l2min")}
-        assert (masks["l2min"] == (masks["cw"] & masks["fmn"])).all()
+        masks = {a: unpack_mask(by[a, eps]["correct_mask"], n) for a in (*parts, "l2min")}
+        assert (masks["l2min"] == (masks["cw"] & masks["fmn"] & masks["fmn-warm"])).all()
         differ += int((masks["cw"] != masks["fmn"]).sum())
-        assert by["l2min", eps]["accuracy"] <= min(by["cw", eps]["accuracy"], by["fmn", eps]["accuracy"])
+        assert by["l2min", eps]["accuracy"] <= min(by[a, eps]["accuracy"] for a in parts)
     assert by["l2min", 1.0]["accuracy"] < by["l2min", 0.05]["accuracy"]
     assert differ > 0, "cw and fmn break different examples somewhere, so the AND is not trivial"
 

@@ -9,7 +9,8 @@ from attacks.evaluate import evaluate_subject
 from attacks.row_schema import pack_mask
 from attacks.subjects import EvalSet, Subject
 from attacks.registry import sweep
-from bench.masking import Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, monotone_in_eps
+from bench.masking import (Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, min_norm_vs_fixed_radius,
+                           monotone_in_eps)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,6 +57,29 @@ def test_l2_attack_that_misses_what_an_inner_linf_attack_broke_is_flagged():
     assert l2_contains_linf([linf, cw_ok], Thresholds(tol=0.1))[:2] == ("pass", 0.0)
     small = row("cw", 1.0, [1, 1, 1, 1], norm="L2", dataset="fashion-mnist")  # ball too small to compare
     assert l2_contains_linf([linf, small], Thresholds())[0] == "n/a"
+
+
+def test_min_norm_curve_is_checked_against_a_fixed_radius_attack_at_each_radius():
+    l2min = [row("l2min", 1.0, [1, 1, 0, 1], norm="L2"), row("l2min", 2.0, [1, 1, 0, 0], norm="L2")]
+    apgd = [row("apgd", 1.0, [1, 1, 0, 1], norm="L2"), row("apgd", 2.0, [0, 1, 0, 0], norm="L2")]
+    status, value, detail = min_norm_vs_fixed_radius(l2min + apgd, Thresholds(tol=0.1))
+    # at radius 2 APGD broke example 0, which l2min reported robust: 1 of 4
+    assert status == "flag" and value == pytest.approx(0.25) and "apgd/untargeted@2" in detail
+    # only the same radius is compared: a fixed-radius row at a radius l2min did not report is no gap
+    other = [row("apgd", 1.0, [0, 1, 0, 1], norm="L2"), row("apgd", 3.0, [0, 0, 0, 0], norm="L2")]
+    assert min_norm_vs_fixed_radius(l2min + other, Thresholds(tol=0.1))[:2] == ("flag", 0.25)
+    assert min_norm_vs_fixed_radius(l2min + other[1:], Thresholds(tol=0.1))[0] == "n/a"
+    # counted per example: equal accuracies on different examples are still a gap
+    swapped = [row("l2min", 1.0, [1, 0], norm="L2"), row("apgd", 1.0, [0, 1], norm="L2")]
+    assert min_norm_vs_fixed_radius(swapped, Thresholds(tol=0.1))[:2] == ("flag", 0.5)
+    # what APGD breaks that l2min also broke is no gap
+    assert min_norm_vs_fixed_radius(l2min + [row("apgd", 2.0, [1, 1, 0, 0], norm="L2")],
+                                    Thresholds(tol=0.1))[:2] == ("pass", 0.0)
+    # the combined entry is judged when present; a single min-norm attack otherwise
+    cw = row("cw", 2.0, [1, 1, 1, 1], norm="L2")
+    assert min_norm_vs_fixed_radius([cw, apgd[1]], Thresholds(tol=0.1))[:2] == ("flag", 0.75)
+    assert min_norm_vs_fixed_radius([cw, l2min[1], row("apgd", 2.0, [1, 1, 0, 0], norm="L2")],
+                                    Thresholds(tol=0.1))[:2] == ("pass", 0.0)
 
 
 def test_l2_check_judges_the_combined_min_norm_entry_when_the_sweep_has_one():
@@ -133,4 +157,5 @@ def test_the_same_model_without_quantisation_passes(trained):
     res = checks_for(net, data)
     assert {name: c.status for name, c in res.items()} == {
         "iterative_vs_single": "pass", "monotone_in_eps": "pass", "large_eps": "pass",
-        "black_box_vs_white_box": "pass", "l2_contains_linf": "n/a"}  # this sweep has no L2 attack
+        "black_box_vs_white_box": "pass", "l2_contains_linf": "n/a",  # this sweep has no L2 attack
+        "min_norm_vs_fixed_radius": "n/a"}

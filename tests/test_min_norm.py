@@ -64,8 +64,11 @@ def affine_problem(n: int = 16, seed: int = 0, warp: bool = False):
 
 
 @pytest.mark.parametrize("warp", [False, True], ids=["affine", "warped"])
-@pytest.mark.parametrize("text", ["cw:steps=200", "fmn:steps=100"])
-def test_minimum_norm_attack_matches_closed_form(text, warp, one_thread):
+# fmn-warm starts at APGD's adversarial near radius 1.5 and must shrink it to the boundary; on
+# the warped margin it ends up to 1.4% above the minimum after 100 steps, so it gets 2%.
+@pytest.mark.parametrize("text,slack", [("cw:steps=200", 0.01), ("fmn:steps=100", 0.01),
+                                        ("fmn-warm:steps=100,init_eps=1.5", 0.02)])
+def test_minimum_norm_attack_matches_closed_form(text, slack, warp, one_thread):
     torch.manual_seed(0)
     model, x, y, d_true = affine_problem(warp=warp)
     assert 0.3 < float(d_true.min()) and float(d_true.max()) < 1.2
@@ -77,7 +80,7 @@ def test_minimum_norm_attack_matches_closed_form(text, warp, one_thread):
     d = (adv - x).flatten(1).norm(dim=1)
     ratio = d / d_true
     assert float(ratio.min()) >= 1 - 1e-4, f"{text}: found {ratio.min():.5f} x the minimal distance (impossible)"
-    assert float(ratio.max()) <= 1.01, f"{text}: found up to {ratio.max():.4f} x the minimal distance"
+    assert float(ratio.max()) <= 1 + slack, f"{text}: found up to {ratio.max():.4f} x the minimal distance"
 
 
 def test_harness_l2_column_is_the_closed_form_robust_accuracy(one_thread):
