@@ -38,6 +38,8 @@ class AttackInfo:
     min_norm: bool = False             # eps is a radius applied after one run (CW, FMN)
     combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
+    transfer: bool = False             # made on another model (eval.transfer_source), then evaluated on
+                                       # this one: ``attacks.transfer``, not the per-model loop
     iterative: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
     doc: str = ""
@@ -86,6 +88,19 @@ def _pgd(model, spec, num_classes, seed):
     return configure(atk, spec)
 
 
+def _transfer(model, spec, num_classes, seed):
+    """The attack run on the transfer source: PGD with a random start, or MI-FGSM (Dong et
+    al. 2018, no random start) when ``momentum`` > 0, which is meant to transfer better."""
+    import torchattacks
+
+    if spec.param("momentum") > 0:
+        atk = torchattacks.MIFGSM(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                                  decay=spec.param("momentum"))
+    else:
+        atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
+    return configure(atk, spec)
+
+
 def _cw(model, spec, num_classes, seed):
     if int(spec.param("search")) < 1:
         raise BenchError(f"{spec.key()}: search (binary-search steps over c) must be at least 1; "
@@ -128,6 +143,12 @@ ATTACKS.add("ifgsm", AttackInfo(_bim, default_eps=0.1, default_steps=10, step_ru
 ATTACKS.add("pgd", AttackInfo(_pgd, norms=("Linf", "L2"), default_eps=0.1, default_steps=20,
                               step_rule=lambda e, k: 2.5 * e / k, restartable=True, iterative=True,
                               doc="PGD (Madry et al.): random start, k steps of 2.5 eps/k, restarts"))
+ATTACKS.add("transfer", AttackInfo(_transfer, modes=("untargeted",), default_eps=0.1, default_steps=20,
+                                   step_rule=lambda e, k: 2.5 * e / k, iterative=True, transfer=True,
+                                   extras={"momentum": 0.0},
+                                   doc="transfer (Athalye et al. 2018; Carlini et al. 2019): PGD (momentum= > 0: "
+                                       "MI-FGSM) on the eval.transfer_source run of the same dataset and seed, "
+                                       "the examples evaluated on every other model"))
 ATTACKS.add("cw", AttackInfo(_cw, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
                              iterative=True, extras={"search": 9, "c": 0.01, "kappa": 0.0, "lr": 0.01},
                              doc="Carlini-Wagner L2 (foolbox): minimum-norm, per-example binary search over c "
