@@ -92,6 +92,32 @@ def test_examples_are_made_on_the_source_and_scored_on_the_target(models):
     assert row["ci_low"] <= row["accuracy"] <= row["ci_high"]
 
 
+class WrongOnClean(nn.Module):
+    """The wrapped model, but a wrong class on the first k clean images themselves: clean
+    errors that the (perturbed) transfer examples would classify correctly."""
+
+    def __init__(self, net, clean, k):
+        super().__init__()
+        self.net, self.clean = net, clean[:k]
+
+    def forward(self, x):
+        logits = self.net(x)
+        hit = (x.flatten(1)[:, None] == self.clean.flatten(1)[None]).all(-1).any(1)
+        return torch.where(hit[:, None], logits.roll(1, dims=1), logits)
+
+
+def test_clean_errors_of_the_target_stay_errors(models):
+    source, other, _, data = models
+    target = WrongOnClean(other, data.x, 20).eval()
+    spec = parse_spec(f"transfer:eps={EPS},steps=10")
+    [row] = TransferAttack(subject(source, "baseline", "a" * 64)).rows(subject(target, "t", "b" * 64), data, [spec])
+    mask = unpack_mask(row["correct_mask"], len(data))
+    assert row["n_clean_correct"] <= len(data) - 20 and not mask[:20].any()
+    adv, _, _ = TransferAttack(subject(source, "baseline", "a" * 64)).examples(spec, data, len(data), 0)
+    with torch.no_grad():  # the transfer examples alone would leave some of them correct
+        assert (target(adv[:20]).argmax(1) == data.y[:20]).any()
+
+
 def test_examples_lie_in_the_box_and_the_eps_ball_and_are_made_once(models):
     source, other, masked, data = models
     spec = parse_spec(f"transfer:eps={EPS},steps=10")
