@@ -121,8 +121,11 @@ def evaluate_model(s: Settings, factory: str, weights: str | Path, specs: Sequen
                    csv_path: str | Path,
                    settings: EvalSettings, *, name: str | None = None, data_dir: str | None = None,
                    device: str | None = None, force: bool = False, quiet: bool = False) -> list[dict]:
-    """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's data."""
+    """Evaluate a user-brought model (``module:factory`` + safetensors weights) on the preset's
+    data. It has no training seed, so no transfer source: the sweep's transfer entries are left out."""
     dev = resolve_device(device)
+    if transfer_specs(specs) and not quiet:
+        print("a user-brought model has no training seed to take a transfer source from: no transfer rows")
     data = eval_set_for(s.data, settings.n_test, data_dir=data_dir, device=dev)
     subject = subject_from_factory(factory, weights, model_spec_for(s.data.dataset, data.x.shape[1:],
                                                                     data.num_classes),
