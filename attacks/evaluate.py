@@ -23,7 +23,7 @@ import torch.nn as nn
 from attacks.adversarial_store import collector_for
 from attacks.perturbation import TOL, check_perturbation, perturbation_norms
 from attacks.registry import ATTACKS, build_attack, component_specs
-from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, upgrade_rows, with_interval
+from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, unpack_mask, upgrade_rows, with_interval
 from attacks.specs import AttackSpec
 from attacks.subjects import EvalSet, Subject
 from attacks.targets import targets_for
@@ -73,7 +73,8 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
         todo = torch.arange(len(yb), device=x.device)
         pb = yb.clone()
         nb = torch.zeros(len(yb), device=x.device)
-        for r in range(spec.restarts):
+        # an attack that restarts itself (APGD) is called once
+        for r in range(1 if ATTACKS.get(spec.name).own_restarts else spec.restarts):
             torch.manual_seed(seed + 1_000_003 * r + start)
             adv = atk(xb[todo], lab[todo]).detach()
             top = max(top, check_perturbation(adv, xb[todo], spec))
@@ -111,7 +112,8 @@ def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.T
 
 def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correct0: torch.Tensor, *,
                target_hit_rate: float | str, eval_seed: int, batch_size: int, seconds: float,
-               max_perturbation: float, data_fingerprint: str, transfer_from: str = "") -> dict[str, Any]:
+               max_perturbation: float, data_fingerprint: str, transfer_from: str = "", cascade_after: str = "",
+               n_attacked: int | str = "") -> dict[str, Any]:
     """One robustness.csv row (``ROW_FIELDS``) from the per-example correctness under attack
     (``correct``) and without (``correct0``) on the first n examples, with its Wilson interval."""
     n = len(correct)
@@ -127,17 +129,27 @@ def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correc
         "eval_seed": eval_seed, "batch_size": batch_size, "seconds": round(seconds, 3),
         "max_perturbation": round(max_perturbation, 6), "checkpoint_sha256": subject.sha256,
         "data_fingerprint": data_fingerprint, "source": subject.source, "transfer_from": transfer_from,
-        **row_versions(), "correct_mask": pack_mask(correct),
+        **row_versions(), "correct_mask": pack_mask(correct), "cascade_after": cascade_after, "n_attacked": n_attacked,
     }
     return with_interval(row)
 
 
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
                      eval_seed: int = 0, batch_size: int = 500, skip: set[tuple[str, ...]] = frozenset(),
-                     on_row=None, on_adversarials=None, quiet: bool = True) -> list[dict[str, Any]]:
-    """Rows for one model. ``skip`` holds row keys already computed; ``on_row`` sees each new row;
+                     known: Sequence[dict[str, Any]] = (), on_row=None, on_adversarials=None,
+                     quiet: bool = True) -> list[dict[str, Any]]:
+    """Rows for one model. ``skip`` holds row keys already computed; ``known`` are rows of this
+    model computed earlier (their masks feed the cascade); ``on_row`` sees each new row;
     ``on_adversarials(spec, example indices, images, predictions, norms)`` each attack run
-    (``attacks.adversarial_store``)."""
+    (``attacks.adversarial_store``).
+
+    A ``cascade`` spec runs after the other specs (cascades in sweep order) and attacks only the
+    clean-correct examples that every earlier attack at its norm and epsilon (computed now or
+    ``known``) left correct; an example one of them broke counts as broken, so its row is the
+    per-example worst case over those attacks and itself (``cascade_after`` names them,
+    ``n_attacked`` counts the examples it attacked). This is where the cost of AutoAttack
+    belongs: on the few examples the cheap attacks could not break.
+    """
     model = subject.model
     # transfer attacks are made on another model: attacks.transfer evaluates them (via ``evaluate``)
     specs = [s for s in specs if not ATTACKS.get(s.name).transfer]
@@ -146,11 +158,27 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
     rows: list[dict[str, Any]] = []
+    specs = sorted(specs, key=lambda s: s.cascade)  # stable: the cascade sees every other row first
     with frozen(model):
         n_max = max(n_of.values(), default=0)
         logits = predict_logits(model, data.x[:n_max], batch_size)
         clean_pred = logits.argmax(1)
         fps = {n: data.fingerprint(n) for n in set(n_of.values())}
+        # (norm, eps) -> [(label, n, mask)] of the rows so far: what a cascade starts from
+        survived: dict[tuple[str, float], list[tuple[str, int, torch.Tensor]]] = {}
+
+        def remember(r: dict[str, Any]) -> None:
+            # a cascade row's mask is already the worst case over its own cascade: it may feed a later one
+            if r["attack"] != "none" and r.get("correct_mask"):
+                n_r = int(r["n"])
+                mask = torch.from_numpy(unpack_mask(r["correct_mask"], n_r)).to(clean_pred.device)
+                survived.setdefault((r["norm"], round(float(r["epsilon"]), 9)), []).append(
+                    (f"{r['attack']}/{r['mode']}", n_r, mask))
+
+        for r in known:
+            if (r["checkpoint_sha256"] == subject.sha256 and str(r["eval_seed"]) == str(eval_seed)
+                    and r["data_fingerprint"] == data.fingerprint(int(r["n"]))):
+                remember(r)
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
@@ -160,7 +188,14 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
             x, y = data.x[:n], data.y[:n]
             correct0 = clean_pred[:n] == y
             targets = targets_for(spec.mode, logits[:n], y, data.num_classes, eval_seed)
-            idx = correct0.nonzero().squeeze(1)
+            after: list[str] = []
+            alive = correct0.clone()
+            if spec.cascade:
+                for label, n_r, mask in survived.get((spec.norm, round(spec.eps, 9)), []):
+                    if n_r >= n:
+                        alive &= mask[:n]
+                        after.append(label)
+            idx = alive.nonzero().squeeze(1)
 
             def get_run(s: AttackSpec) -> tuple:
                 """One attack run on this n (cached: CW radii, and the parts of a combined entry)."""
@@ -192,11 +227,14 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                 final = torch.where(within | ~correct0, final, y)
                 hit_adv = within | ~correct0
                 top = float(d[d <= spec.eps + TOL].max()) if bool((d <= spec.eps + TOL).any()) else 0.0
+            correct = (final == y) & alive  # an example an earlier attack of the cascade broke stays broken
             # exact fractions (float32 means would differ from count / n in the last digits)
             hit = "" if targets is None else int(((final == targets) & hit_adv).sum()) / n
-            row = attack_row(subject, spec, final == y, correct0, target_hit_rate=hit, eval_seed=eval_seed,
-                             batch_size=batch_size, seconds=secs, max_perturbation=top, data_fingerprint=fps[n])
+            row = attack_row(subject, spec, correct, correct0, target_hit_rate=hit, eval_seed=eval_seed,
+                             batch_size=batch_size, seconds=secs, max_perturbation=top, data_fingerprint=fps[n],
+                             cascade_after=" ".join(sorted(after)), n_attacked=int(len(idx)))
             rows.append(row)
+            remember(row)
             if on_row is not None:
                 on_row(row)
     return rows
@@ -239,7 +277,8 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
         adv = collector_for(csv_path.parent, subject, data, specs, eval_seed) if save_adv else None
         done = skip if adv is None else {k for k in skip if adv.covers(k[3])}
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
-                         skip=done, on_row=on_row, on_adversarials=adv and adv.on_run, quiet=quiet)
+                         skip=done, known=[r for r in table if r["checkpoint_sha256"] == subject.sha256],
+                         on_row=on_row, on_adversarials=adv and adv.on_run, quiet=quiet)
         if transfer is not None:
             transfer.rows(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
                           skip=done, on_row=on_row, on_adversarials=adv and adv.on_run)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
+from attacks.apgd import apgd_pair
 from attacks.autoattack import standard_autoattack
 from attacks.carlini_wagner import carlini_wagner_l2
 from attacks.fmn import FMNL2
@@ -35,6 +36,7 @@ class AttackInfo:
     default_steps: int | None = None
     step_rule: Callable[[float, int | None], float] | None = None  # default step size
     restartable: bool = False          # restarts > 1 allowed (random start)
+    own_restarts: bool = False         # the attack runs its restarts itself (the harness runs it once)
     min_norm: bool = False             # eps is a radius applied after one run (CW, FMN)
     combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
@@ -128,6 +130,11 @@ def _square(model, spec, num_classes, seed):
     return configure(atk, spec)
 
 
+def _apgd(model, spec, num_classes, seed):
+    return apgd_pair(model, norm=spec.norm, eps=spec.eps, steps=spec.steps, restarts=spec.restarts,
+                     dlr_targets=int(spec.param("dlr_targets")), n_classes=num_classes, seed=seed)
+
+
 def _autoattack(model, spec, num_classes, seed):
     return standard_autoattack(model, norm=spec.norm, eps=spec.eps, n_classes=num_classes, seed=seed,
                                steps=spec.steps, queries=int(spec.param("queries")))
@@ -181,6 +188,12 @@ ATTACKS.add("l2min", combined_info(("cw", "fmn"), "minimum-norm L2: per example 
 ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
                                  extras={"queries": 1000, "p_init": 0.8},
                                  doc="Square attack (Andriushchenko et al.): score-based black box"))
+ATTACKS.add("apgd", AttackInfo(_apgd, modes=("untargeted",), norms=("Linf", "L2"), default_eps=0.1,
+                               default_steps=100, restartable=True, own_restarts=True, iterative=True,
+                               extras={"dlr_targets": 0},
+                               doc="APGD (Croce & Hein 2020) at a fixed radius: APGD-CE, then on the survivors "
+                                   "APGD-DLR (dlr_targets=0) or APGD-T over that many target classes; "
+                                   "restarts= random starts per loss; Linf or L2"))
 ATTACKS.add("autoattack", AttackInfo(_autoattack, modes=("untargeted",), norms=("Linf", "L2"), default_eps=0.1,
                                      default_steps=100, iterative=True, extras={"queries": 5000},
                                      doc="standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (100 steps)"))
@@ -236,13 +249,23 @@ def build_spec(name: str, values: dict[str, str]) -> AttackSpec:
     n = parse_number("n", values["n"], int) if "n" in values else None
     if n is not None and n <= 0:
         raise BenchError(f"attack {name!r}: n must be a positive integer, got {n}")
+    cascade = parse_number("cascade", values["cascade"], int) if "cascade" in values else 0
+    if cascade not in (0, 1):
+        raise BenchError(f"attack {name!r}: cascade must be 0 or 1, got {cascade}")
+    if cascade and (info.min_norm or mode != "untargeted" or name == "none"):
+        raise BenchError(f"attack {name!r}: cascade=1 applies to untargeted fixed-radius attacks (it attacks "
+                         "the examples the other attacks at that epsilon left correct), not to mode "
+                         f"{mode!r}, minimum-norm attacks or 'none'")
+    if cascade and info.transfer:
+        raise BenchError(f"attack {name!r}: cascade=1 does not apply: its examples are made once on the source "
+                         "model for every target, not per target on the examples left correct")
     params = dict(info.extras)
     for k in set(values) & set(info.extras):
         params[k] = parse_number(k, values[k], type(info.extras[k]))
         if params[k] < 0:
             raise BenchError(f"attack {name!r}: {k} must be >= 0, got {params[k]}")
     return AttackSpec(name, float(eps), norm, steps, step, restarts, mode, n, tuple(sorted(params.items())),
-                      min_norm=info.min_norm)
+                      bool(cascade), min_norm=info.min_norm)
 
 
 def expand(text: str) -> list[AttackSpec]:

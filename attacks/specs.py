@@ -3,7 +3,9 @@
 Grammar: ``name[:key=value,key=value,...]``, e.g. ``ifgsm:eps=0.1,steps=10,mode=worst``.
 Keys: ``eps``, ``norm`` (Linf | L2), ``steps``, ``step`` (step size), ``restarts``,
 ``mode`` (untargeted | random | worst), ``n`` (number of test examples; default: the
-sweep's ``n_test``) and attack-specific extras listed in ``attacks.registry``.
+sweep's ``n_test``), ``cascade`` (1: attack only the examples every other attack at the same
+norm and epsilon left correct; the row is then their worst case) and attack-specific extras
+listed in ``attacks.registry``.
 A value may list alternatives separated by ``|`` (``eps=0.05|0.1,mode=random|worst``):
 the string then expands to the product of its lists, which is how sweeps are written.
 Defaults (iFGSM k = 10 with step eps/k, as in the GREAT paper's tables) are filled in by
@@ -23,7 +25,7 @@ from bench.errors import BenchError
 
 MODES = ("untargeted", "random", "worst")
 NORMS = ("Linf", "L2")
-CORE_KEYS = ("eps", "norm", "steps", "step", "restarts", "mode", "n")
+CORE_KEYS = ("eps", "norm", "steps", "step", "restarts", "mode", "n", "cascade")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class AttackSpec:
     mode: str = "untargeted"
     n: int | None = None
     params: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    # Run only on the examples that survive the other attacks at this norm and epsilon
+    # (``attacks.evaluate``): the row is the worst case over them and this attack.
+    cascade: bool = False
     # Minimum-norm attack (CW): epsilon is a radius applied after one run. Filled in from
     # the registry entry when the spec is resolved; not part of ``key`` (the name implies it).
     min_norm: bool = field(default=False, compare=False)
@@ -60,6 +65,8 @@ class AttackSpec:
         parts += [f"restarts={self.restarts}", f"mode={self.mode}"]
         if self.n is not None:
             parts.append(f"n={self.n}")
+        if self.cascade:  # written only when set: the keys of existing rows stay as they were
+            parts.append("cascade=1")
         parts += [f"{k}={_fmt(v)}" for k, v in self.params]
         return f"{self.name}:" + ",".join(parts)
 

@@ -67,6 +67,8 @@ def test_the_spec_parses_as_an_untargeted_linf_pgd():
     assert spec.step_size == pytest.approx(2.5 * 0.1 / 20)  # PGD's default step
     with pytest.raises(BenchError, match="cannot run mode"):
         parse_spec("transfer:eps=0.1,mode=random")
+    with pytest.raises(BenchError, match="cascade=1 does not apply"):
+        parse_spec("transfer:eps=0.1,cascade=1")
 
 
 def test_examples_are_made_on_the_source_and_scored_on_the_target(models):
