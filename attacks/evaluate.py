@@ -110,6 +110,30 @@ def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.T
     return p, d, top
 
 
+def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correct0: torch.Tensor, *,
+               target_hit_rate: float | str, eval_seed: int, batch_size: int, seconds: float,
+               max_perturbation: float, data_fingerprint: str, transfer_from: str = "", cascade_after: str = "",
+               n_attacked: int | str = "") -> dict[str, Any]:
+    """One robustness.csv row (``ROW_FIELDS``) from the per-example correctness under attack
+    (``correct``) and without (``correct0``) on the first n examples, with its Wilson interval."""
+    n = len(correct)
+    row = {
+        "dataset": subject.dataset, "defense": subject.defense, "seed": subject.seed,
+        "attack": spec.name, "norm": spec.norm, "epsilon": spec.eps, "mode": spec.mode,
+        "accuracy": int(correct.sum()) / n, "target_hit_rate": target_hit_rate, "n": n,
+        "n_clean_correct": int(correct0.sum()), "clean_accuracy": int(correct0.sum()) / n,
+        "train_accuracy": "" if subject.train_accuracy is None else subject.train_accuracy,
+        "steps": "" if spec.steps is None else spec.steps,
+        "step_size": "" if spec.step_size is None else spec.step_size,
+        "restarts": spec.restarts, "params": spec.params_json(), "spec": spec.key(),
+        "eval_seed": eval_seed, "batch_size": batch_size, "seconds": round(seconds, 3),
+        "max_perturbation": round(max_perturbation, 6), "checkpoint_sha256": subject.sha256,
+        "data_fingerprint": data_fingerprint, "source": subject.source, "transfer_from": transfer_from,
+        **row_versions(), "correct_mask": pack_mask(correct), "cascade_after": cascade_after, "n_attacked": n_attacked,
+    }
+    return with_interval(row)
+
+
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
                      eval_seed: int = 0, batch_size: int = 500, skip: set[tuple[str, ...]] = frozenset(),
                      known: Sequence[dict[str, Any]] = (), on_row=None, on_adversarials=None,
@@ -127,9 +151,12 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
     belongs: on the few examples the cheap attacks could not break.
     """
     model = subject.model
+    # transfer attacks are made on another model: attacks.transfer evaluates them (via ``evaluate``)
+    specs = [s for s in specs if not ATTACKS.get(s.name).transfer]
+    if not specs:
+        return []
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
-    vers = dict(row_versions())
     rows: list[dict[str, Any]] = []
     specs = sorted(specs, key=lambda s: s.cascade)  # stable: the cascade sees every other row first
     with frozen(model):
@@ -203,21 +230,9 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
             correct = (final == y) & alive  # an example an earlier attack of the cascade broke stays broken
             # exact fractions (float32 means would differ from count / n in the last digits)
             hit = "" if targets is None else int(((final == targets) & hit_adv).sum()) / n
-            row = {
-                "dataset": subject.dataset, "defense": subject.defense, "seed": subject.seed,
-                "attack": spec.name, "norm": spec.norm, "epsilon": spec.eps, "mode": spec.mode,
-                "accuracy": int(correct.sum()) / n, "target_hit_rate": hit, "n": n,
-                "n_clean_correct": int(correct0.sum()), "clean_accuracy": int(correct0.sum()) / n,
-                "train_accuracy": "" if subject.train_accuracy is None else subject.train_accuracy,
-                "steps": "" if spec.steps is None else spec.steps,
-                "step_size": "" if spec.step_size is None else spec.step_size,
-                "restarts": spec.restarts, "params": spec.params_json(), "spec": spec.key(),
-                "eval_seed": eval_seed, "batch_size": batch_size, "seconds": round(secs, 3),
-                "max_perturbation": round(top, 6), "checkpoint_sha256": subject.sha256,
-                "data_fingerprint": fps[n], "source": subject.source, **vers, "correct_mask": pack_mask(correct),
-                "cascade_after": " ".join(sorted(after)), "n_attacked": int(len(idx)),
-            }
-            row = with_interval(row)
+            row = attack_row(subject, spec, correct, correct0, target_hit_rate=hit, eval_seed=eval_seed,
+                             batch_size=batch_size, seconds=secs, max_perturbation=top, data_fingerprint=fps[n],
+                             cascade_after=" ".join(sorted(after)), n_attacked=int(len(idx)))
             rows.append(row)
             remember(row)
             if on_row is not None:
@@ -227,10 +242,13 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
 
 def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackSpec], csv_path: str | Path, *,
              n_test: int | None = None, eval_seed: int = 0, batch_size: int = 500, force: bool = False,
-             quiet: bool = True, save_adv: bool = False) -> list[dict[str, Any]]:
+             quiet: bool = True, save_adv: bool = False, transfer=None) -> list[dict[str, Any]]:
     """Evaluate every subject; merge the rows into ``csv_path`` after each row. ``save_adv``:
     also save each model's adversarial examples beside the CSV (``attacks.adversarial_store``);
-    a row whose examples are not saved yet is then recomputed.
+    a row whose examples are not saved yet is then recomputed. ``transfer``: an
+    ``attacks.transfer.TransferAttack`` that adds the transfer rows of the subjects it serves
+    (without it the sweep's transfer entries are left out); its rows from an older source
+    checkpoint are superseded.
 
     Each merge happens under the CSV's file lock (``bench.rows.merge_rows``): any number of
     evaluators sharing the file keep every row; the rewrite itself is atomic.
@@ -244,7 +262,8 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
     current = {(s.dataset, str(s.defense), str(s.seed)): s.sha256 for s in subjects}
 
     def keep(r: dict[str, Any]) -> bool:
-        return current.get((r["dataset"], r["defense"], str(r["seed"])), r["checkpoint_sha256"]) == r["checkpoint_sha256"]
+        return (current.get((r["dataset"], r["defense"], str(r["seed"])), r["checkpoint_sha256"]) == r["checkpoint_sha256"]
+                and (transfer is None or transfer.current(r)))
 
     table = merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)
     skip = set() if force else {row_key(r) for r in table}
@@ -256,10 +275,13 @@ def evaluate(subjects: Sequence[Subject], data: EvalSet, specs: Sequence[AttackS
 
     for subject in subjects:
         adv = collector_for(csv_path.parent, subject, data, specs, eval_seed) if save_adv else None
+        done = skip if adv is None else {k for k in skip if adv.covers(k[3])}
         evaluate_subject(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
-                         skip=skip if adv is None else {k for k in skip if adv.covers(k[3])},
-                         known=[r for r in table if r["checkpoint_sha256"] == subject.sha256], on_row=on_row,
-                         on_adversarials=adv and adv.on_run, quiet=quiet)
+                         skip=done, known=[r for r in table if r["checkpoint_sha256"] == subject.sha256],
+                         on_row=on_row, on_adversarials=adv and adv.on_run, quiet=quiet)
+        if transfer is not None:
+            transfer.rows(subject, data, specs, n_test=n_test, eval_seed=eval_seed, batch_size=batch_size,
+                          skip=done, on_row=on_row, on_adversarials=adv and adv.on_run)
         if adv is not None:
             adv.save()
     return merge_rows(csv_path, [], row_key, ROW_FIELDS, keep=keep, prepare=prepare)

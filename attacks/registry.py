@@ -40,6 +40,8 @@ class AttackInfo:
     min_norm: bool = False             # eps is a radius applied after one run (CW, FMN)
     combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
+    transfer: bool = False             # made on another model (eval.transfer_source), then evaluated on
+                                       # this one: ``attacks.transfer``, not the per-model loop
     iterative: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
     doc: str = ""
@@ -83,6 +85,19 @@ def _pgd(model, spec, num_classes, seed):
 
     if spec.norm == "L2":
         atk = torchattacks.PGDL2(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
+    else:
+        atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
+    return configure(atk, spec)
+
+
+def _transfer(model, spec, num_classes, seed):
+    """The attack run on the transfer source: PGD with a random start, or MI-FGSM (Dong et
+    al. 2018, no random start) when ``momentum`` > 0, which is meant to transfer better."""
+    import torchattacks
+
+    if spec.param("momentum") > 0:
+        atk = torchattacks.MIFGSM(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                                  decay=spec.param("momentum"))
     else:
         atk = torchattacks.PGD(model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, random_start=True)
     return configure(atk, spec)
@@ -141,6 +156,12 @@ ATTACKS.add("ifgsm", AttackInfo(_bim, default_eps=0.1, default_steps=10, step_ru
 ATTACKS.add("pgd", AttackInfo(_pgd, norms=("Linf", "L2"), default_eps=0.1, default_steps=20,
                               step_rule=lambda e, k: 2.5 * e / k, restartable=True, iterative=True,
                               doc="PGD (Madry et al.): random start, k steps of 2.5 eps/k, restarts"))
+ATTACKS.add("transfer", AttackInfo(_transfer, modes=("untargeted",), default_eps=0.1, default_steps=20,
+                                   step_rule=lambda e, k: 2.5 * e / k, iterative=True, transfer=True,
+                                   extras={"momentum": 0.0},
+                                   doc="transfer (Athalye et al. 2018; Carlini et al. 2019): PGD (momentum= > 0: "
+                                       "MI-FGSM) on the eval.transfer_source run of the same dataset and seed, "
+                                       "the examples evaluated on every other model"))
 ATTACKS.add("cw", AttackInfo(_cw, norms=("L2",), default_eps=1.0, default_steps=100, min_norm=True,
                              iterative=True, extras={"search": 9, "c": 0.01, "kappa": 0.0, "lr": 0.01},
                              doc="Carlini-Wagner L2 (foolbox): minimum-norm, per-example binary search over c "
@@ -250,6 +271,9 @@ def build_spec(name: str, values: dict[str, str]) -> AttackSpec:
         raise BenchError(f"attack {name!r}: cascade=1 applies to untargeted fixed-radius attacks (it attacks "
                          "the examples the other attacks at that epsilon left correct), not to mode "
                          f"{mode!r}, minimum-norm attacks or 'none'")
+    if cascade and info.transfer:
+        raise BenchError(f"attack {name!r}: cascade=1 does not apply: its examples are made once on the source "
+                         "model for every target, not per target on the examples left correct")
     params = dict(info.extras)
     for k in set(values) & set(info.extras):
         params[k] = parse_number(k, values[k], type(info.extras[k]))

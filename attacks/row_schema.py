@@ -25,14 +25,26 @@ ROW_FIELDS = [
     "dataset", "defense", "seed", "attack", "norm", "epsilon", "mode", "accuracy", "ci_low", "ci_high",
     "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
     "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
-    "data_fingerprint", "source", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
+    "data_fingerprint", "source", "transfer_from", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
     "cascade_after", "n_attacked",
 ]
 # Added after the first results were written: older CSVs without them are filled in on read
 # (the interval from n and accuracy; the foolbox version as unknown, ""; no cascade, and the
-# number of examples attacked as unknown, "").
+# number of examples attacked as unknown, ""; transfer_from as "": no transfer rows existed
+# then). ``transfer_from`` names the model a transfer row's examples were made on
+# (``attacks.transfer``): "<defense> seed <k> <sha256 prefix>", "" on other rows.
 INTERVAL_FIELDS = ("ci_low", "ci_high")
-LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked")
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked", "transfer_from")
+
+
+def transfer_label(defense: str, seed: Any, sha256: str) -> str:
+    """``transfer_from`` of a transfer row: the model its examples were made on."""
+    return f"{defense} seed {seed} {sha256[:12]}"
+
+
+def transfer_defense(label: str) -> str:
+    """The defense named in a ``transfer_from`` label ("" for a row that is not a transfer)."""
+    return label.rsplit(" seed ", 1)[0] if label else ""
 
 
 def pack_mask(correct: torch.Tensor) -> str:
@@ -79,11 +91,12 @@ def upgrade_rows(csv_path: str | Path, existing: list[dict[str, str]]) -> list[d
     """Rows as read from ``csv_path``, upgraded to the current columns (``merge_rows``' prepare).
 
     Rows written before the later columns existed get them filled in (the interval from n
-    and accuracy, the foolbox version and examples attacked as unknown, no cascade); a file
-    with other columns is refused.
+    and accuracy, the foolbox version and examples attacked as unknown, no cascade, no
+    transfer source); a file with other columns is refused.
     """
     if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
-        existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", **r}) for r in existing]
+        existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", "transfer_from": "", **r})
+                    for r in existing]
     if existing and set(existing[0]) != set(ROW_FIELDS):
         raise BenchError(f"{csv_path} has different columns than this version writes; "
                          "move it away or pass another output path")

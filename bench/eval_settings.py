@@ -27,6 +27,9 @@ class EvalSettings:
     flip_tol: float = 0.05
     near_zero: float = 0.05
     save_adv: bool = False  # keep the adversarial examples behind the worst case (great-bench verify)
+    # The defense (or variant) whose run of the same dataset and seed makes the examples of
+    # the sweep's transfer attacks (attacks.transfer): the undefended model.
+    transfer_source: str = "baseline"
 
 
 def paper_sweep(eps: float) -> list[str]:
@@ -53,6 +56,9 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
         v = getattr(s, k)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number >= 0")
+    if not isinstance(s.transfer_source, str) or not s.transfer_source.strip():
+        raise BenchError(f"eval.transfer_source = {s.transfer_source!r} is invalid: expected the name of a "
+                         "defense or variant of the preset, e.g. \"baseline\"")
     if not isinstance(s.save_adv, bool):
         raise BenchError(f"eval.save_adv = {s.save_adv!r} is invalid: expected true or false")
     return replace(s, sweep=tuple(sweep or paper_sweep(s.epsilon)))

@@ -31,6 +31,12 @@ paper's Table 1 has targeted iFGSM weaker than targeted FGSM for every defense).
   the minimum-norm attack left correct but the fixed-radius one broke stays under ``tol``.
   A minimum-norm attack that stops early reports distances that are too large for the
   examples far from the boundary, so its curve overstates robustness at the larger radii.
+- ``transfer_vs_white_box``: examples made by PGD on the undefended model of the same data
+  and seed (``eval.transfer_source``, ``attacks.transfer``) do not break more of a defense's
+  examples than its strongest untargeted white-box attack at the same norm and epsilon
+  (Athalye et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"): if a
+  transfer attack wins, the white-box attacks followed broken gradients. Without a source run
+  the check says "no source" rather than passing.
 
 Given the models and the evaluation images, ``masking_checks`` adds AutoAttack's sanity
 flags on the model itself (``bench.sanity``: determinism, zero input gradients,
@@ -48,6 +54,7 @@ import numpy as np
 from attacks.row_schema import unpack_mask
 from attacks.registry import ATTACKS
 from bench.data import DATASETS
+from bench.eval_settings import EvalSettings
 from bench.sanity import SANITY_CHECKS, SanityThresholds, sanity_checks
 
 
@@ -86,7 +93,11 @@ def _label(row) -> str:
 
 def _white_box(row) -> bool:
     info = ATTACKS.get(row["attack"]) if row["attack"] in ATTACKS else None
-    return info is not None and not info.black_box and row["attack"] != "none"
+    return info is not None and not info.black_box and not info.transfer and row["attack"] != "none"
+
+
+def _transfer(row) -> bool:
+    return row["attack"] in ATTACKS and ATTACKS.get(row["attack"]).transfer
 
 
 def _iterative(row) -> bool:
@@ -173,6 +184,43 @@ def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float
         f"white-box minus black-box accuracy {worst:+.3f}")
 
 
+TRANSFER_CHECK = "transfer_vs_white_box"
+
+
+def transfer_vs_white_box(rows: list[dict], th: Thresholds, *, source: str, is_source: bool = False,
+                          source_present: bool = True) -> tuple[str, float | str, str]:
+    """Transfer accuracy against the strongest untargeted white-box row at the same norm and
+    epsilon, on the examples both ran on (value: white-box minus transfer accuracy). ``source``
+    names the transfer source; ``is_source``: these are its own rows; ``source_present``: a
+    run of it for this model's dataset and seed is among the rows."""
+    worst, detail = None, []
+    for tr in (r for r in rows if _transfer(r) and r["mode"] == "untargeted"):
+        strongest = None  # (transfer accuracy, white-box accuracy, n, row) on the examples both ran on
+        for wb in (r for r in rows if _white_box(r) and r["mode"] == "untargeted" and r["norm"] == tr["norm"]
+                   and abs(_eps(r) - _eps(tr)) < 1e-9 and not ATTACKS.get(r["attack"]).min_norm):
+            n = min(int(tr["n"]), int(wb["n"]))
+            t_acc, w_acc = float(_mask(tr, n).mean()), float(_mask(wb, n).mean())
+            if strongest is None or w_acc < strongest[1]:
+                strongest = (t_acc, w_acc, n, wb)
+        if strongest is None:
+            continue
+        t_acc, w_acc, n, wb = strongest
+        text = f"{_label(tr)} {100 * t_acc:.1f}% vs white-box {_label(wb)} {100 * w_acc:.1f}% on n={n}"
+        if worst is None or w_acc - t_acc > worst[0]:
+            worst = (w_acc - t_acc, text)
+        if w_acc - t_acc > th.tol:
+            detail.append(text)
+    if worst is not None:
+        return ("flag" if worst[0] > th.tol else "pass"), round(worst[0], 4), "; ".join(detail) or worst[1]
+    if any(_transfer(r) for r in rows):
+        return "n/a", "", "no untargeted white-box row at the transfer attack's norm and epsilon"
+    if is_source:
+        return "n/a", "", f"the transfer source ({source}) itself: its own examples would be white-box"
+    if not source_present:
+        return "no source", "", f"no transfer source ({source}) in this preset: no transfer attack was run"
+    return "n/a", "", "no transfer row for this model (the sweep has no transfer attack)"
+
+
 def _input_dim(dataset: str) -> int | None:
     if dataset not in DATASETS:
         return None
@@ -235,13 +283,18 @@ CHECKS = {
 
 
 def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds(), *, subjects=(), data=None,
-                   sanity: SanityThresholds = SanityThresholds(), n_sanity: int = 100) -> list[CheckResult]:
+                   sanity: SanityThresholds = SanityThresholds(), n_sanity: int = 100,
+                   transfer_source: str = EvalSettings.transfer_source) -> list[CheckResult]:
     """All checks for every (defense, seed, checkpoint) in the rows; given ``subjects``
     (``attacks.subjects.Subject``) and ``data`` (an ``EvalSet``), also the sanity flags of
-    ``bench.sanity`` on the first ``n_sanity`` images (``n/a`` for a model not given)."""
+    ``bench.sanity`` on the first ``n_sanity`` images (``n/a`` for a model not given).
+    ``transfer_source``: the defense whose run makes the transfer examples."""
     by_model: dict[tuple[str, str, str], list[dict]] = {}
+    sourced: set[tuple[str, str]] = set()  # (dataset, seed) with a transfer source among the rows
     for r in rows:
         by_model.setdefault((str(r["defense"]), str(r["seed"]), str(r["checkpoint_sha256"])), []).append(r)
+        if str(r["defense"]) == transfer_source or r.get("transfer_from"):
+            sourced.add((str(r.get("dataset", "")), str(r["seed"])))
     models = {(str(s.defense), str(s.seed), str(s.sha256)): s for s in subjects} if data is not None else {}
     for key in models:
         by_model.setdefault(key, [])
@@ -250,6 +303,11 @@ def masking_checks(rows: Iterable[dict], thresholds: Thresholds = Thresholds(), 
         for name, (fn, th_name) in CHECKS.items():
             status, value, detail = fn(rs, thresholds)
             out.append(CheckResult(defense, seed, sha, name, status, value, getattr(thresholds, th_name), detail))
+        dataset = str(rs[0].get("dataset", "")) if rs else str(models[defense, seed, sha].dataset)
+        status, value, detail = transfer_vs_white_box(rs, thresholds, source=transfer_source,
+                                                      is_source=defense == transfer_source,
+                                                      source_present=(dataset, seed) in sourced)
+        out.append(CheckResult(defense, seed, sha, TRANSFER_CHECK, status, value, thresholds.tol, detail))
         if models:
             subject = models.get((defense, seed, sha))
             if subject is None:

@@ -2,7 +2,8 @@
 
 Rows are defenses; columns are train accuracy, no attack, non-targeted FGSM and iFGSM,
 targeted FGSM and iFGSM against the worst (least-likely) and a random target, all at the
-preset's epsilon, plus PGD, minimum-norm L2 (per example the best of CW and FMN, at an L2
+preset's epsilon, plus PGD, the transfer attack (PGD made on the baseline of the same seed,
+``attacks.transfer``), minimum-norm L2 (per example the best of CW and FMN, at an L2
 radius), AutoAttack and the per-example worst case
 over every attack at that epsilon (``bench.worst_case``). Values are test accuracy in %
 with a 95% Wilson interval over the cell's n examples; over several training seeds, mean
@@ -21,6 +22,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from attacks.row_schema import transfer_defense
 from bench.stats import Summary, aggregate
 from bench.worst_case import WORST, worst_case_rows
 
@@ -55,6 +57,7 @@ COLUMNS = (
     Column("Targeted iFGSM", "Worst", "ifgsm", "worst"),
     Column("Targeted iFGSM", "Random", "ifgsm", "random"),
     Column("", "PGD", "pgd"),
+    Column("", "Transfer", "transfer"),  # PGD made on the undefended source run (attacks.transfer)
     Column("", "APGD-CE+T", "apgd", norm="Linf"),
     Column("", "Min-norm L2", "l2min", at="cw"),  # per example the best of CW and FMN
     Column("", "APGD L2", "apgd", at="cw", norm="L2"),  # fixed radius: the check on the min-norm column
@@ -151,6 +154,7 @@ class Table:
     defenses: list[str]
     summary: pd.DataFrame  # this dataset's rows of summary_frame
     cells: pd.DataFrame    # this dataset's rows of cell_frame (per seed, with masks)
+    transfer_from: tuple[str, ...] = ()  # the defenses the transfer column's examples were made on
 
     def stat(self, defense: str, col: Column) -> Summary | None:
         hit = self.summary[(self.summary["defense"] == defense) & (self.summary["column"] == col.name)]
@@ -189,14 +193,22 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
         mine = summary[summary["dataset"] == dataset]
         defenses = list(dict.fromkeys(str(r["defense"]) for r in rows if str(r["dataset"]) == dataset))
         present = set(mine["column"])
+        sources = tuple(dict.fromkeys(transfer_defense(str(r.get("transfer_from") or "")) for r in rows
+                                      if str(r["dataset"]) == dataset and r.get("transfer_from")))
         tables.append(Table(dataset, epsilon, cw_radius, [c for c in cols if c.name in present], defenses,
-                            mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True)))
+                            mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True),
+                            sources))
     return tables
 
 
 def caption(t: Table) -> str:
     extra = (f"; min-norm L2 (per example the smaller of CW and FMN) at radius {t.cw_radius:g}"
              if any(c.attack == "l2min" for c in t.columns) else "")
+    transfer = next((c for c in t.columns if c.attack == "transfer"), None)
+    if transfer is not None:
+        source = " or ".join(display(d) for d in t.transfer_from) or "the baseline"
+        extra += (f"; transfer: PGD examples made on the {source} run of the same seed, evaluated on each other "
+                  "model (none for the source itself)")
     worst = ("; worst case: robust to every attack at that epsilon, per example, on the examples "
              "all of them ran on" if any(c.attack == WORST for c in t.columns) else "")
     after = t.cells.loc[t.cells["cascade"] != "", "column"].unique().tolist()

@@ -47,7 +47,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     comparison_md = comparison_markdown(comparison, tables, seeds) if comparison is not None else ""
     checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
                                                      settings.near_zero), subjects=subjects, data=data,
-                                    sanity=SanityThresholds(epsilon=settings.epsilon)))
+                                    sanity=SanityThresholds(epsilon=settings.epsilon),
+                                    transfer_source=settings.transfer_source))
     # The paper's claims under one rule, Holm-corrected (bench/claims.py); the tracks' rows
     # are read from this folder when their commands wrote them here.
     claim_rows = verdicts(Sources.in_folder(tables, results))

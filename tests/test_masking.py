@@ -158,4 +158,5 @@ def test_the_same_model_without_quantisation_passes(trained):
     assert {name: c.status for name, c in res.items()} == {
         "iterative_vs_single": "pass", "monotone_in_eps": "pass", "large_eps": "pass",
         "black_box_vs_white_box": "pass", "l2_contains_linf": "n/a",  # this sweep has no L2 attack
-        "min_norm_vs_fixed_radius": "n/a"}
+        "min_norm_vs_fixed_radius": "n/a",
+        "transfer_vs_white_box": "no source"}  # nor a baseline to make transfer examples on

@@ -237,8 +237,9 @@ def test_report_command_writes_every_file(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     masking = list(csv.DictReader(open(tmp_path / "masking.csv")))
     assert {r["check"] for r in masking} == {"iterative_vs_single", "monotone_in_eps", "large_eps",
-                                             "black_box_vs_white_box", "l2_contains_linf", "min_norm_vs_fixed_radius"}
-    assert len(masking) == 3 * 5  # three (defense, seed) models x five checks
+                                             "black_box_vs_white_box", "l2_contains_linf", "min_norm_vs_fixed_radius",
+                                             "transfer_vs_white_box"}
+    assert len(masking) == 3 * 7  # three (defense, seed) models x seven checks
     md = re.sub(" +", " ", (tmp_path / "table.md").read_text())
     assert "Gradient-masking checks" in md
     first = masking[0]

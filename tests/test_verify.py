@@ -100,13 +100,16 @@ def test_saved_cells_are_exactly_the_broken_examples_and_inside_their_balls(eval
             assert bool((dist <= eps * (1 + 1e-4) + 1e-5).all()), (norm, eps, float(dist.max()))
             assert saved.images.min() >= 0 and saved.images.max() <= 1
             names = [saved.attacks[a] for a in attack.tolist()]
-            assert set(names) <= {f"{r['attack']}/{r['mode']}" for r in runs_here} | {"cw/untargeted",
-                                                                                      "fmn/untargeted"}
+            assert set(names) <= {f"{r['attack']}/{r['mode']}" for r in runs_here} | {
+                "cw/untargeted", "fmn/untargeted", "fmn-warm/untargeted"}  # the parts of l2min
         # the L2 radii share the minimum-norm runs' images: stored once
         small, large = saved.cells[("L2", 0.5)], saved.cells[("L2", 1.5)]
         assert set(small[0].tolist()) <= set(large[0].tolist())
-        shared = dict(zip(large[0].tolist(), large[1].tolist()))
-        assert all(shared[e] == r for e, r in zip(small[0].tolist(), small[1].tolist()))
+        # the same run's adversarial of an example is one image row in every cell that uses it
+        # (another part of l2min may have broken it first at the larger radius)
+        shared = {e: (r, a) for e, r, a in zip(*(t.tolist() for t in large))}
+        same_run = [(r, shared[e][0]) for e, r, a in zip(*(t.tolist() for t in small)) if shared[e][1] == a]
+        assert same_run and all(r == r_large for r, r_large in same_run)
 
 
 def test_export_names_the_saved_examples(evaluated, tmp_path):
