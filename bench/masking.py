@@ -228,24 +228,33 @@ def _input_dim(dataset: str) -> int | None:
     return spec.channels * spec.size * spec.size
 
 
-def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
+def _largest_miss(pairs: Iterable[tuple[dict, dict]], th: Thresholds, describe) -> tuple[float | None, list[str]]:
+    """Over (judged, other) row pairs: the largest fraction of examples the judged attack left
+    correct but the other broke (per example, on the examples both ran on), and a line from
+    ``describe(judged, other, missed, n)`` for each pair above ``tol``."""
     worst, detail = None, []
+    for judged, other in pairs:
+        n = min(int(judged["n"]), int(other["n"]))
+        missed = float((_mask(judged, n) & ~_mask(other, n)).mean())
+        worst = missed if worst is None else max(worst, missed)
+        if missed > th.tol:
+            detail.append(describe(judged, other, missed, n))
+    return worst, detail
+
+
+def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
     l2_rows = [r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted"]
     combined = [r for r in l2_rows if ATTACKS.get(r["attack"]).combines]
-    for l2 in combined or l2_rows:
+
+    def inner(l2: dict) -> list[dict]:  # Linf rows whose ball lies inside this L2 ball
         d = _input_dim(str(l2.get("dataset", "")))
-        if d is None:
-            continue
-        inside = [r for r in rows if _white_box(r) and r["norm"] == "Linf" and r["mode"] == "untargeted"
-                  and _eps(r) > 0 and _eps(r) * d ** 0.5 <= _eps(l2) + 1e-9]
-        for linf in inside:
-            n = min(int(l2["n"]), int(linf["n"]))
-            missed = float((_mask(l2, n) & ~_mask(linf, n)).mean())  # L2 left correct, Linf broke
-            if worst is None or missed > worst:
-                worst = missed
-            if missed > th.tol:
-                detail.append(f"{_label(l2)} missed {missed:.3f} of examples that {_label(linf)} broke "
-                              f"(Linf ball inside the L2 ball, n={n})")
+        return [] if d is None else [r for r in rows if _white_box(r) and r["norm"] == "Linf" and
+                                     r["mode"] == "untargeted" and _eps(r) > 0 and _eps(r) * d ** 0.5 <= _eps(l2) + 1e-9]
+
+    worst, detail = _largest_miss(
+        ((l2, linf) for l2 in combined or l2_rows for linf in inner(l2)), th,
+        lambda l2, linf, missed, n: (f"{_label(l2)} missed {missed:.3f} of examples that {_label(linf)} broke "
+                                     f"(Linf ball inside the L2 ball, n={n})"))
     if worst is None:
         return "n/a", "", "no untargeted L2 row with an Linf row whose ball it contains"
     return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail[:2]) or (
@@ -253,19 +262,14 @@ def l2_contains_linf(rows: list[dict], th: Thresholds) -> tuple[str, float | str
 
 
 def min_norm_vs_fixed_radius(rows: list[dict], th: Thresholds) -> tuple[str, float | str, str]:
-    worst, detail = None, []
     l2 = [r for r in rows if _white_box(r) and r["norm"] == "L2" and r["mode"] == "untargeted" and _eps(r) > 0]
     min_norm = [r for r in l2 if ATTACKS.get(r["attack"]).min_norm]
     combined = [r for r in min_norm if ATTACKS.get(r["attack"]).combines]
-    for mn in combined or min_norm:
-        for fixed in (r for r in l2 if not ATTACKS.get(r["attack"]).min_norm and abs(_eps(r) - _eps(mn)) < 1e-9):
-            n = min(int(mn["n"]), int(fixed["n"]))
-            missed = float((_mask(mn, n) & ~_mask(fixed, n)).mean())  # min-norm robust, fixed radius broke
-            if worst is None or missed > worst:
-                worst = missed
-            if missed > th.tol:
-                detail.append(f"{_label(mn)} {_mask(mn, n).mean():.3f}: {missed:.3f} of examples it left correct "
-                              f"broken by {_label(fixed)} (n={n})")
+    worst, detail = _largest_miss(
+        ((mn, fixed) for mn in combined or min_norm for fixed in l2
+         if not ATTACKS.get(fixed["attack"]).min_norm and abs(_eps(fixed) - _eps(mn)) < 1e-9), th,
+        lambda mn, fixed, missed, n: (f"{_label(mn)} {_mask(mn, n).mean():.3f}: {missed:.3f} of examples it left "
+                                      f"correct broken by {_label(fixed)} (n={n})"))
     if worst is None:
         return "n/a", "", "no minimum-norm L2 row with a fixed-radius L2 row at the same radius"
     return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail[:3]) or (
