@@ -202,7 +202,7 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
 
 
 def caption(t: Table) -> str:
-    extra = (f"; min-norm L2 (per example the smaller of CW and FMN) at radius {t.cw_radius:g}"
+    extra = (f"; min-norm L2 (per example the smallest of CW, FMN and FMN from APGD) at radius {t.cw_radius:g}"
              if any(c.attack == "l2min" for c in t.columns) else "")
     transfer = next((c for c in t.columns if c.attack == "transfer"), None)
     if transfer is not None:
