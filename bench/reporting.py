@@ -21,10 +21,19 @@ from bench.html_report import render
 from bench.masking import Thresholds, as_rows, masking_checks
 from bench.plots import plot_acc_vs_eps
 from bench.report import build_tables, masking_markdown, to_csv, to_latex, to_markdown
-from bench.rows import write_rows
+from bench.rows import read_rows, write_rows
 from bench.saliency import plot_saliency
-from bench.sanity import SanityThresholds
+from bench.sanity import SANITY_CHECKS, SanityThresholds
 from bench.worst_case import WORST_FIELDS, worst_case_rows
+
+
+def earlier_sanity_flags(path: Path, checkpoints: set[str]) -> list[dict[str, Any]]:
+    """The sanity flags an earlier report computed on these exact checkpoints (same sha256).
+    They are properties of the model, not of the rows, so a report re-made from the CSV alone
+    (no ``--runs``: the run folders may be gone) keeps them instead of dropping them."""
+    if not path.is_file():
+        return []
+    return [r for r in read_rows(path) if r.get("check") in SANITY_CHECKS and r.get("checkpoint_sha256") in checkpoints]
 
 
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
@@ -49,6 +58,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
                                                      settings.near_zero), subjects=subjects, data=data,
                                     sanity=SanityThresholds(epsilon=settings.epsilon),
                                     transfer_source=settings.transfer_source))
+    if not subjects:
+        checks += earlier_sanity_flags(results / "masking.csv", {str(r["checkpoint_sha256"]) for r in rows})
     # The paper's claims under one rule, Holm-corrected (bench/claims.py); the tracks' rows
     # are read from this folder when their commands wrote them here.
     claim_rows = verdicts(Sources.in_folder(tables, results))

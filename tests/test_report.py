@@ -15,6 +15,7 @@ from attacks.evaluate import evaluate
 from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval, write_rows
 from attacks.registry import sweep
 from attacks.subjects import EvalSet, Subject
+from bench import rows as bench_rows
 from bench.rows import read_rows
 from bench.cli import main
 from bench.compare import across_seeds, compare, comparison_markdown, default_reference
@@ -227,6 +228,22 @@ def test_saliency_is_the_input_gradient_magnitude(tmp_path):
     assert torch.allclose(s, expected, atol=1e-6)
     plot_saliency([("baseline", lin), ("great", lin)], x, y, tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_report_from_the_csv_alone_keeps_the_sanity_flags_of_the_same_checkpoints(tmp_path):
+    """Sanity flags need the models; re-making a report from the CSV alone (run folders gone)
+    keeps those an earlier report computed on the very same checkpoints (sha256), no others."""
+    rows = fixture_rows()
+    shas = sorted({r["checkpoint_sha256"] for r in rows})
+    old = [{"defense": "d", "seed": 0, "checkpoint_sha256": sha, "check": check, "status": "flag", "value": 0.3,
+            "threshold": 0.0, "detail": "from the models"}
+           for sha in (shas[0], "retrained" * 4) for check in ("zero_gradients", "deterministic")]
+    old.append({**old[0], "check": "large_eps"})  # a row check: recomputed from the rows, never carried
+    bench_rows.write_rows(tmp_path / "masking.csv", old, list(old[0]))
+    write_report(rows, tmp_path, EvalSettings(epsilon=0.1), quiet=True)
+    kept = [r for r in read_rows(tmp_path / "masking.csv") if r["detail"] == "from the models"]
+    assert sorted((r["checkpoint_sha256"], r["check"]) for r in kept) == [(shas[0], "deterministic"),
+                                                                         (shas[0], "zero_gradients")]
 
 
 def test_report_command_writes_every_file(tmp_path, capsys):
