@@ -207,3 +207,20 @@ def test_distillation_models_build_and_run():
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 200)
     assert not any(isinstance(m, torch.nn.ReLU) for m in net.modules())  # auxiliary: LeakyReLU only
     assert "tv-resnet152" in MODELS  # same torchvision wrapper as tv-resnet18 (60M parameters: not built here)
+
+
+def test_the_teacher_set_comes_from_the_whole_training_split_not_the_students_subset():
+    """[data] train_subset caps the students' images, not the pre-trained teacher's: asking the
+    teacher for more than [data] holds gets more (the study asked for 12000 and silently got
+    5000), and asking for as many draws exactly [data]'s examples (same seed)."""
+    from bench.distill.track import load_data
+    from bench.pipeline import resolve_config
+
+    base = ["data.train_subset=64", "distill.train_subset=32"]
+    s = resolve_config("smoke", [*base, "distill.teacher_train_subset=160"])
+    _, train, teacher_train, *_ = load_data(s, torch.device("cpu"), None)
+    assert len(train) == 32 and len(teacher_train) == 160
+    s = resolve_config("smoke", [*base, "distill.teacher_train_subset=64"])
+    _, _, same, *_ = load_data(s, torch.device("cpu"), None)
+    full = s.data.split("train")
+    assert len(full) == 64 and same.fingerprint() == full.fingerprint()

@@ -9,7 +9,7 @@ epsilon. Finished students whose settings are unchanged are reused; interrupted 
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,8 +45,9 @@ def load_data(s: Settings, device: torch.device, data_dir: str | None):
     """(dataset name, train, teacher's train, test, mean, std, the track's settings in force).
 
     An ImageFolder ``--data-dir`` switches to the mini-ImageNet setting (``[distill.imagefolder]``
-    overrides ``[distill]``). ``train_subset`` / ``teacher_train_subset`` draw the students'
-    dense set and the teacher's training set from the preset's training data (default: all).
+    overrides ``[distill]``). ``train_subset`` draws the students' dense set from the preset's
+    training data; ``teacher_train_subset`` the teacher's from the dataset's whole training
+    split (default: the students' set).
     """
     d = s.distill
     if is_image_folder(data_dir):
@@ -60,7 +61,13 @@ def load_data(s: Settings, device: torch.device, data_dir: str | None):
     full, test = load_splits(s.data, device, data_dir)
     pick = lambda n: full.subset(n, seed=s.data.subset_seed) if n is not None else None
     train = pick(d.train_subset) or full
-    teacher_train = pick(d.teacher_train_subset) or train
+    # The teacher is pre-trained (paper section 4.2): its images come from the dataset's whole
+    # training split, not from the students' [data] subset, which would silently cap it (the
+    # study's teacher asked for 12000 and got the 5000 of [data]). The same seed draws the same
+    # examples, so a teacher set as large as [data]'s is exactly [data]'s set.
+    teacher_train = (replace(s.data, train_subset=d.teacher_train_subset).split("train", device=device,
+                                                                               data_dir=data_dir)
+                     if d.teacher_train_subset is not None else train)
     ds = DATASETS.get(s.data.dataset)
     return s.data.dataset, train, teacher_train, test, ds.mean, ds.std, d
 
