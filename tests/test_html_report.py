@@ -215,3 +215,25 @@ document.body.appendChild(out);
     assert m, res.stderr[-2000:]
     got = json.loads(m.group(1).replace("&quot;", '"'))
     assert got["summary"] < got["table"] and got["img"] > 100
+
+
+def _verdict(first, second, p_holm, verdict, claim_verdict, diff):
+    return {"claim": "C", "track": "robustness", "dataset": "toy", "first": first, "second": second,
+            "column": "Non-targeted iFGSM", "sign": 1, "seeds": 3, "n": 500, "diff": diff, "ci_low": diff - 2,
+            "ci_high": diff + 2, "p_value": p_holm, "p_holm": p_holm, "verdict": verdict,
+            "claim_verdict": claim_verdict, "unit": "points"}
+
+
+def test_a_claims_line_shows_the_comparison_that_decides_its_label():
+    """Cannot tell: the weakest comparison (largest Holm p), not the strongest; does not hold:
+    the comparison that does not hold."""
+    from bench.html_report import verdict_lines
+
+    strong, weak = _verdict("greace", "baseline", 0.0001, "holds", "cannot tell", 30.0), \
+        _verdict("greace", "fgsm-at", 0.4, "cannot tell", "cannot tell", 1.0)
+    line = verdict_lines([strong, weak])
+    assert "GREACE &gt; Adversarial" in line and "+1.0 [-1.0, +3.0] points, Holm p 0.400" in line
+    assert "(+1 more comparisons below)" in line and line.count("<li") == 1
+    bad = _verdict("greace", "fgsm-at", 0.01, "does not hold", "does not hold", -5.0)
+    line = verdict_lines([{**strong, "claim_verdict": "does not hold"}, bad, {**weak, "claim_verdict": "does not hold"}])
+    assert "-5.0 [-7.0, -3.0] points, Holm p 0.010" in line and "does not hold" in line
