@@ -42,7 +42,7 @@ def datasets() -> list[dict[str, Any]]:
 def lines(settings: Settings | None = None) -> list[str]:
     """The text of ``great-bench list`` (with ``settings``: the preset's variants and epsilon units)."""
     width = max(map(len, MODELS.names()))
-    out = ["defenses: " + ", ".join(DEFENSES.names()), "models:"]
+    out = ["defenses: " + ", ".join(DEFENSES.names()), "models:   " + ", ".join(MODELS.names())]
     out += [f"  {name:<{width}}  {doc}" for name, doc in models().items()]
     out.append(f"datasets (mean, std per channel; the paper's normalised epsilon {PAPER_EPSILON:g} in pixels = "
                f"{PAPER_EPSILON:g} x std, the smallest channel's):")
