@@ -322,8 +322,8 @@ def verdict_lines(verdicts: Sequence[dict]) -> str:
         p = "&lt;0.001" if r["p_holm"] < 0.001 else f"{r['p_holm']:.3f}"
         out.append(f'<li class="claim" data-verdict="{_e(label)}"><b>{_e(claim)}</b>: '
                    f'<span class="verdict {_e(label.replace(" ", "-"))}">{_e(label)}</span> — '
-                   f"{_e(display(r['first']))} {_e(sign)} {_e(display(r['second']))}, {_e(r['column'])} "
-                   f"({_e(r['dataset'])}): {r['diff']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}] "
+                   f"claimed {_e(display(r['first']))} {_e(sign)} {_e(display(r['second']))} on {_e(r['column'])} "
+                   f"({_e(r['dataset'])}), measured {r['diff']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}] "
                    f"{_e(r['unit'])}, Holm p {p}{_e(more)}</li>")
     return "<ul class='verdicts'>" + "".join(out) + "</ul>"
 

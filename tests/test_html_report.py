@@ -189,8 +189,8 @@ def test_verdicts_and_the_headline_plot_come_before_the_first_table(verdict_page
     # one line per claim: the claim, its label and the deciding number with its interval
     assert len(p.claims) == 1
     line = " ".join(p.claims[0].split())
-    assert line.startswith("GREAT adds robustness to single-step attacks: does not hold — GREAT > Baseline, "
-                           "Non-targeted FGSM (toy): -10.5 [")
+    assert line.startswith("GREAT adds robustness to single-step attacks: does not hold — claimed GREAT > Baseline "
+                           "on Non-targeted FGSM (toy), measured -10.5 [")
     assert re.search(r"-10\.5 \[-\d+\.\d, -\d+\.\d\] points, Holm p", line)
 
 
