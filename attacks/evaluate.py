@@ -119,7 +119,7 @@ def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correc
     n = len(correct)
     row = {
         "dataset": subject.dataset, "defense": subject.defense, "seed": subject.seed,
-        "attack": spec.name, "norm": spec.norm, "epsilon": spec.eps, "mode": spec.mode,
+        "attack": spec.name, "norm": spec.norm, "epsilon": spec.eps, "epsilon_units": spec.units, "mode": spec.mode,
         "accuracy": int(correct.sum()) / n, "target_hit_rate": target_hit_rate, "n": n,
         "n_clean_correct": int(correct0.sum()), "clean_accuracy": int(correct0.sum()) / n,
         "train_accuracy": "" if subject.train_accuracy is None else subject.train_accuracy,

@@ -26,15 +26,18 @@ ROW_FIELDS = [
     "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
     "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "transfer_from", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
-    "cascade_after", "n_attacked",
+    "cascade_after", "n_attacked", "epsilon_units",
 ]
 # Added after the first results were written: older CSVs without them are filled in on read
 # (the interval from n and accuracy; the foolbox version as unknown, ""; no cascade, and the
 # number of examples attacked as unknown, ""; transfer_from as "": no transfer rows existed
 # then). ``transfer_from`` names the model a transfer row's examples were made on
 # (``attacks.transfer``): "<defense> seed <k> <sha256 prefix>", "" on other rows.
+# ``epsilon_units`` is the units the preset wrote the epsilon in ("pixel" or "normalized",
+# ``bench.epsilon_units``); ``epsilon`` is pixels either way. Older rows are "pixel": every
+# preset was, before the column existed.
 INTERVAL_FIELDS = ("ci_low", "ci_high")
-LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked", "transfer_from")
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked", "transfer_from", "epsilon_units")
 
 
 def transfer_label(defense: str, seed: Any, sha256: str) -> str:
@@ -92,10 +95,11 @@ def upgrade_rows(csv_path: str | Path, existing: list[dict[str, str]]) -> list[d
 
     Rows written before the later columns existed get them filled in (the interval from n
     and accuracy, the foolbox version and examples attacked as unknown, no cascade, no
-    transfer source); a file with other columns is refused.
+    transfer source, the epsilon asked in pixel units); a file with other columns is refused.
     """
     if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
-        existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", "transfer_from": "", **r})
+        existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", "transfer_from": "",
+                                   "epsilon_units": "pixel", **r})
                     for r in existing]
     if existing and set(existing[0]) != set(ROW_FIELDS):
         raise BenchError(f"{csv_path} has different columns than this version writes; "

@@ -47,6 +47,10 @@ class AttackSpec:
     # Minimum-norm attack (CW): epsilon is a radius applied after one run. Filled in from
     # the registry entry when the spec is resolved; not part of ``key`` (the name implies it).
     min_norm: bool = field(default=False, compare=False)
+    # The units the preset wrote this attack's epsilon in ("pixel" or "normalized",
+    # ``bench.epsilon_units``); ``eps`` itself is always pixels. A record for the row's
+    # ``epsilon_units``, not part of ``key``: the attack is the same in either units.
+    units: str = field(default="pixel", compare=False)
 
     @property
     def targeted(self) -> bool:

@@ -7,13 +7,21 @@ from typing import Any, Sequence
 from bench.config import check_epsilon, check_keys, nonnegative_int, positive_int
 from attacks.registry import sweep
 from attacks.specs import AttackSpec
+from bench.epsilon_units import check_units, pixel_sweep, to_pixels
 from bench.errors import BenchError
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """The ``[eval]`` section of a preset, checked. ``epsilon`` is also the distillation
-    track's attack radius; an empty ``sweep`` means the paper's (``paper_sweep``)."""
+    track's attack radius; an empty ``sweep`` means the paper's (``paper_sweep``).
+
+    ``epsilon_units`` says what the preset's distances (``epsilon``, ``large_epsilon``,
+    ``cw_radius`` and each sweep entry's ``eps=`` and ``step=``) are written in: "pixel"
+    ([0, 1] images) or "normalized" (the paper's (x - mean) / std inputs, ``bench.epsilon_units``).
+    ``eval_settings`` converts them to pixels once: after parsing, every distance here is in
+    pixel units and ``epsilon_units`` is the record of what was asked (rows and captions show it).
+    """
 
     epsilon: float = 0.1
     n_test: int | None = None
@@ -30,6 +38,7 @@ class EvalSettings:
     # The defense (or variant) whose run of the same dataset and seed makes the examples of
     # the sweep's transfer attacks (attacks.transfer): the undefended model.
     transfer_source: str = "baseline"
+    epsilon_units: str = "pixel"
 
 
 def paper_sweep(eps: float) -> list[str]:
@@ -45,7 +54,17 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
     if not isinstance(sweep, list) or not all(isinstance(a, str) for a in sweep):
         raise BenchError("eval.sweep must be a list of attack strings such as 'ifgsm:eps=0.1,mode=worst'")
     s = EvalSettings(**ev)
-    check_epsilon(s.epsilon, "eval.epsilon")
+    check_units(s.epsilon_units)
+    dataset = str(cfg.get("data", {}).get("dataset", ""))
+    for k in ("epsilon", "large_epsilon", "cw_radius"):
+        v = getattr(s, k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BenchError(f"eval.{k} = {v!r} is invalid: expected a number")
+    # One conversion, here: below the parser every distance is in pixel units.
+    s = replace(s, **{k: to_pixels(getattr(s, k), s.epsilon_units, dataset)
+                      for k in ("epsilon", "large_epsilon", "cw_radius")})
+    sweep = list(pixel_sweep(sweep, s.epsilon_units, dataset))
+    check_epsilon(s.epsilon, "eval.epsilon (in pixels)" if s.epsilon_units != "pixel" else "eval.epsilon")
     check_epsilon(s.large_epsilon, "eval.large_epsilon")
     if s.n_test is not None:
         positive_int(s.n_test, "eval.n_test")
@@ -64,8 +83,10 @@ def eval_settings(cfg: dict[str, Any]) -> EvalSettings:
     return replace(s, sweep=tuple(sweep or paper_sweep(s.epsilon)))
 
 
-def sweep_specs(attacks: Sequence[str]) -> list[AttackSpec]:
+def sweep_specs(attacks: Sequence[str], units: str = "pixel") -> list[AttackSpec]:
+    """The specs of pixel-unit attack strings, each tagged with the units the preset asked in
+    (``EvalSettings.epsilon_units``; the rows record it). Strings from the command line are pixels."""
     specs = sweep(attacks)
     if not specs:
         raise BenchError("the sweep is empty; give at least one attack")
-    return specs
+    return [replace(s, units=check_units(units)) for s in specs]

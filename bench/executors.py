@@ -86,7 +86,7 @@ def run_job(ctx: JobContext, job: Job, report: Callable[[str], None] = lambda st
     subject = subject_from_run(run_dir, dev)
     data = eval_set_for(recorded_data(subject), ev.n_test, data_dir=ctx.data_dir, device=dev,
                         expect_fingerprint=subject.meta.get("test_fingerprint"))
-    evaluate([subject], data, sweep_specs(ev.sweep), ctx.csv_path, n_test=ev.n_test,
+    evaluate([subject], data, sweep_specs(ev.sweep, ev.epsilon_units), ctx.csv_path, n_test=ev.n_test,
              eval_seed=ev.seed, batch_size=ev.batch_size, quiet=quiet, save_adv=ev.save_adv)
     return JobResult(job, Path(run_dir), None, t1 - t0, time.time() - t1, f"{socket.gethostname()}:{os.getpid()}")
 

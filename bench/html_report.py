@@ -1,8 +1,10 @@
 """``index.html``: the results folder as one self-contained page (issue 13).
 
 Everything is inline (styles, the sorting script, figures as base64 data URIs), so the file
-opens from disk with no network access and can be mailed or attached as it is. The page
-shows the views ``bench.reporting.write_report`` writes as files: the Table 1 layout with
+opens from disk with no network access and can be mailed or attached as it is. When the
+report has verdicts on the paper's claims (``bench.claims``), the page opens with what a
+reader came for (issue 22): one line per claim with its verdict and the number that decides
+it, and the accuracy-vs-epsilon plot, before any wide table. Then it shows the views ``bench.reporting.write_report`` writes as files: the Table 1 layout with
 95% intervals (sortable by any column: click a header), the per-example worst case, the
 paired comparison against the reference defense, the masking checks and sanity flags (a
 flag is highlighted with the number behind it), the accuracy-vs-epsilon curves, the
@@ -74,6 +76,10 @@ div.wide { overflow-x: auto; }
 img { max-width: 100%; border: 1px solid #eee; }
 details { margin: 0.3em 0; } summary { cursor: pointer; }
 pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 12px; }
+ul.verdicts li { margin: 0.25em 0; } .verdict { font-weight: 700; padding: 0 0.3em; }
+.verdict.holds { background: #e3f4e1; } .verdict.does-not-hold { background: #fbe3e1; }
+.verdict.cannot-tell { background: #eee; }
+#summary img { max-width: 900px; }
 """
 
 
@@ -296,11 +302,52 @@ def markdown_tables(text: str) -> str:
     return "".join(out)
 
 
+def key_comparison(mine: Sequence[dict]) -> dict:
+    """The comparison that decides a claim's label (``bench.claims``): for "does not hold" the
+    one that does not hold with the smallest Holm p; otherwise its weakest (largest Holm p)."""
+    against = [r for r in mine if r["verdict"] == "does not hold"]
+    return min(against, key=lambda r: r["p_holm"]) if against else max(mine, key=lambda r: r["p_holm"])
+
+
+def verdict_lines(verdicts: Sequence[dict]) -> str:
+    """One line per claim: the claim, its verdict and the number behind it with its interval."""
+    out = []
+    for claim in dict.fromkeys(r["claim"] for r in verdicts):
+        mine = [r for r in verdicts if r["claim"] == claim]
+        r = key_comparison(mine)
+        label = mine[0]["claim_verdict"]
+        d = 1 if r["unit"] == "points" else 3
+        sign = ">" if r["sign"] > 0 else "<"
+        more = f" (+{len(mine) - 1} more comparisons below)" if len(mine) > 1 else ""
+        p = "&lt;0.001" if r["p_holm"] < 0.001 else f"{r['p_holm']:.3f}"
+        out.append(f'<li class="claim" data-verdict="{_e(label)}"><b>{_e(claim)}</b>: '
+                   f'<span class="verdict {_e(label.replace(" ", "-"))}">{_e(label)}</span> — '
+                   f"claimed {_e(display(r['first']))} {_e(sign)} {_e(display(r['second']))} on {_e(r['column'])} "
+                   f"({_e(r['dataset'])}), measured {r['diff']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}] "
+                   f"{_e(r['unit'])}, Holm p {p}{_e(more)}</li>")
+    return "<ul class='verdicts'>" + "".join(out) + "</ul>"
+
+
+def summary_section(verdicts: Sequence[dict], headline: Path | None) -> str:
+    """What a reader came for, before any wide table: each claim's verdict on one line and the
+    headline accuracy-vs-epsilon plot (issue 22)."""
+    if not verdicts:
+        return ""
+    plot = (f"<img alt='Accuracy vs epsilon' src='{_data_uri(headline)}'>" if headline is not None
+            and headline.is_file() else "")
+    return ("<section id='summary'><h2>The paper's claims: verdicts</h2>"
+            "<p>One line per claim: its verdict by one rule (Holm over every comparison; see the verdicts section "
+            "below) and the comparison that decides it, as a difference with its 95% interval across seeds.</p>"
+            + verdict_lines(verdicts) + plot + "</section>")
+
+
 def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | None, seeds: pd.DataFrame | None,
            checks: Sequence[dict], worst: Sequence[dict], rows: Sequence[dict], subjects=(),
-           figures: Sequence[tuple[str, Path]] = (), tracks: Sequence[tuple[str, Path]] = ()) -> str:
-    """The whole page as one string."""
-    parts = [f"<h1>{_e(title)}</h1>",
+           figures: Sequence[tuple[str, Path]] = (), tracks: Sequence[tuple[str, Path]] = (),
+           verdicts: Sequence[dict] = (), headline: Path | None = None) -> str:
+    """The whole page as one string: given the claims' ``verdicts`` (``bench.claims``), it opens
+    with them and the ``headline`` figure."""
+    parts = [f"<h1>{_e(title)}</h1>", summary_section(verdicts, headline),
              "<p>Test accuracy (%) with 95% intervals; click a column header to sort. Hover a cell of the "
              "comparison or masking tables for the counts and details behind it.</p>",
              "<h2 id='robustness'>Robustness (paper Table 1 layout)</h2>"]
@@ -316,7 +363,7 @@ def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | No
                   worst_case_table(worst)]
     parts += ["<h2 id='masking'>Gradient-masking checks and sanity flags</h2>", masking_table(checks)]
     for name, path in figures:
-        if path.is_file():
+        if path.is_file() and not (verdicts and path == headline):  # the summary shows it already
             parts.append(f"<h2>{_e(name)}</h2><img alt='{_e(name)}' src='{_data_uri(path)}'>")
     for name, path in tracks:  # a track's Markdown tables, or its figure
         if path.is_file():

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from attacks.row_schema import transfer_defense
+from bench.epsilon_units import epsilon_phrase
 from bench.stats import Summary, aggregate
 from bench.worst_case import WORST, worst_case_rows
 
@@ -155,6 +156,7 @@ class Table:
     summary: pd.DataFrame  # this dataset's rows of summary_frame
     cells: pd.DataFrame    # this dataset's rows of cell_frame (per seed, with masks)
     transfer_from: tuple[str, ...] = ()  # the defenses the transfer column's examples were made on
+    units: str = "pixel"  # what the rows at the table's epsilon were asked in (``epsilon_units``)
 
     def stat(self, defense: str, col: Column) -> Summary | None:
         hit = self.summary[(self.summary["defense"] == defense) & (self.summary["column"] == col.name)]
@@ -197,8 +199,16 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
                                       if str(r["dataset"]) == dataset and r.get("transfer_from")))
         tables.append(Table(dataset, epsilon, cw_radius, [c for c in cols if c.name in present], defenses,
                             mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True),
-                            sources))
+                            sources, asked_units(rows, dataset, epsilon)))
     return tables
+
+
+def asked_units(rows: Sequence[dict], dataset: str, epsilon: float) -> str:
+    """"normalized" when every attacked row of ``dataset`` at ``epsilon`` was asked in the
+    paper's normalised units, else "pixel" (rows from before the column existed are pixel)."""
+    units = {r.get("epsilon_units") or "pixel" for r in rows
+             if str(r["dataset"]) == dataset and r["attack"] != "none" and abs(_num(r["epsilon"]) - epsilon) < 1e-9}
+    return "normalized" if units == {"normalized"} else "pixel"
 
 
 def caption(t: Table) -> str:
@@ -220,7 +230,7 @@ def caption(t: Table) -> str:
                   "sampling (Wilson)]")
     else:
         spread = "one seed, [95% Wilson interval] over the column's n test examples"
-    return (f"{t.dataset} test accuracy (%) under attack, epsilon = {t.epsilon:g} (Linf, pixel units), "
+    return (f"{t.dataset} test accuracy (%) under attack, epsilon = {epsilon_phrase(t.epsilon, t.units, t.dataset)}, "
             f"iFGSM k = 10{extra}{worst}; {spread}.")
 
 

@@ -102,7 +102,8 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
                   tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
                           ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
                           ("Multi-task learning (paper Table 4)", results / "multitask.md"),
-                          ("Multi-task weights per epoch", results / "multitask_weights.png")])
+                          ("Multi-task weights per epoch", results / "multitask_weights.png")],
+                  verdicts=claim_rows, headline=results / "acc_vs_eps.png")
     write_text(results / "index.html", page)
     written.append(results / "index.html")
     if not quiet:

@@ -22,7 +22,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         v = getattr(settings, k)
         if v is not None and v <= 0:
             raise BenchError(f"--{k.replace('_test', '').replace('_', '-')} must be positive, got {v}")
-    specs = sweep_specs(args.attack or settings.sweep)
+    # --attack strings are in pixel units; the preset's sweep is in pixels once parsed and
+    # carries the units the preset wrote it in
+    specs = sweep_specs(args.attack, "pixel") if args.attack else sweep_specs(settings.sweep, settings.epsilon_units)
     out = Path(args.out) if args.out else default_results_dir(s, args.results) / "robustness.csv"
     if bool(args.model) != bool(args.weights):
         raise BenchError("--model and --weights go together: --model module:factory --weights file.safetensors")
@@ -53,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common_args(p)
     p.add_argument("runs", nargs="*", help="finished run directories (runs/<preset>/<dataset>/<defense>/seed<k>)")
     p.add_argument("--attack", action="append", default=[], metavar="SPEC",
-                   help="attack spec, e.g. 'ifgsm:eps=0.05|0.1,mode=worst' (repeatable; default: the preset's sweep)")
+                   help="attack spec in pixel units, e.g. 'ifgsm:eps=0.05|0.1,mode=worst' (repeatable; default: "
+                        "the preset's sweep, in its eval.epsilon_units)")
     p.add_argument("--model", default=None, help="user model factory module:function returning an nn.Module "
                                                  "that takes [0, 1] images")
     p.add_argument("--weights", default=None, help="safetensors weights for --model")

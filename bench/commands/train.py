@@ -3,30 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from attacks.registry import ATTACKS
 from bench.commands.common import common_args, seed_args, variant_args
-from bench.config import preset_names
-from bench.data import DATASETS
 from bench.defense_track import train_defense
 from bench.executors import EXECUTORS
-from bench.models import MODELS
+from bench.listing import lines
 from bench.pipeline import benchmark, default_runs_root, resolve_config
-from defenses import DEFENSES
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    print("defenses:", ", ".join(DEFENSES.names()))
-    print("models:  ", ", ".join(MODELS.names()))
-    print("datasets:", ", ".join(DATASETS.names()))
-    print("presets: ", ", ".join(preset_names()))
-    print("attacks: ", ", ".join(ATTACKS.names()))
-    if args.preset or args.overrides or args.variants:
-        s = resolve_config(args.preset or "quick", args.overrides, variants=args.variants)
-        variants = s.variants
-        print(f"variants ({s.preset}):" + ("" if variants else " none"))
-        for v in variants.values():
-            hp = ", ".join(f"{k}={val}" for k, val in v.hp.items())
-            print(f"  {v.name} = {v.defense}" + (f" with {hp}" if hp else ""))
+    s = (resolve_config(args.preset or "quick", args.overrides, variants=args.variants)
+         if args.preset or args.overrides or args.variants else None)
+    print("\n".join(lines(s)))
     return 0
 
 
@@ -48,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="registered defenses, models, datasets, presets, attacks (+ a preset's variants)")
+    p = sub.add_parser("list", help="registered defenses, models, datasets (with their std: epsilon units), presets, "
+                                        "attacks (+ a preset's epsilon units and variants)")
     common_args(p, preset_default=None)
     variant_args(p)
     p.set_defaults(func=cmd_list)
