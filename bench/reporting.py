@@ -60,6 +60,11 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
                                     transfer_source=settings.transfer_source))
     if not subjects:
         checks += earlier_sanity_flags(results / "masking.csv", {str(r["checkpoint_sha256"]) for r in rows})
+        # each model's carried flags beside its other checks, as when the models are given
+        order: dict[tuple, int] = {}
+        for c in checks:
+            order.setdefault((str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"])), len(order))
+        checks.sort(key=lambda c: order[(str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"]))])
     # The paper's claims under one rule, Holm-corrected (bench/claims.py); the tracks' rows
     # are read from this folder when their commands wrote them here.
     claim_rows = verdicts(Sources.in_folder(tables, results))
