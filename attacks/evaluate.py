@@ -175,15 +175,25 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                 survived.setdefault((r["norm"], round(float(r["epsilon"]), 9)), []).append(
                     (f"{r['attack']}/{r['mode']}", n_r, mask))
 
+        # Earlier rows of this checkpoint and examples. A row of a spec in this sweep counts only
+        # when it is skipped (not recomputed): a recomputed spec is remembered once, from its new
+        # row, so a cascade never starts from an older copy of itself or counts an attack twice.
+        earlier: dict[str, dict[str, Any]] = {}
         for r in known:
             if (r["checkpoint_sha256"] == subject.sha256 and str(r["eval_seed"]) == str(eval_seed)
                     and r["data_fingerprint"] == data.fingerprint(int(r["n"]))):
+                earlier[f"{r['spec']}|n={r['n']}"] = r
+        in_sweep = {f"{s.key()}|n={n_of[s.key()]}" for s in specs}
+        for k, r in earlier.items():
+            if k not in in_sweep:
                 remember(r)
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
             key = (str(subject.defense), str(subject.seed), subject.sha256, spec.key(), str(n), str(eval_seed), fps[n])
             if key in skip:
+                if f"{spec.key()}|n={n}" in earlier:
+                    remember(earlier[f"{spec.key()}|n={n}"])
                 continue
             x, y = data.x[:n], data.y[:n]
             correct0 = clean_pred[:n] == y

@@ -148,3 +148,25 @@ def test_cascade_is_refused_where_it_has_no_meaning(text):
 def test_cascade_changes_the_key_only_when_set():
     assert parse_spec("pgd:eps=0.1").key() == parse_spec("pgd:eps=0.1,cascade=0").key()
     assert parse_spec("pgd:eps=0.1,cascade=1").key().endswith("cascade=1")
+
+
+def test_a_recomputed_cascade_starts_from_the_new_rows_not_from_an_older_copy_of_itself(tmp_path, monkeypatch):
+    """Recomputing rows that are already in the CSV (``force``, or ``save_adv`` on a CSV whose
+    examples were not saved, as on a fresh clone with committed results) must give the same
+    cascade: the old rows of the specs being recomputed are not earlier attacks, and nothing
+    is counted twice. (Mutation: remembering every known row made the cascade start from its
+    own old row, attack fewer examples and save no adversarials for the rest.)"""
+    data = _marked(_cascade_data())
+    broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13, 14}}
+    seen: dict[str, list[int]] = {}
+    _fake_attacks(monkeypatch, broken, seen)
+    subj = Subject(Thresholds(), "m", 0, "toy", "0" * 64)
+    csv = tmp_path / "robustness.csv"
+    specs = sweep(["fgsm:eps=0.1", "pgd:eps=0.1", "autoattack:eps=0.1,cascade=1"])
+    evaluate([subj], data, specs, csv)
+    first = sorted(seen.pop("autoattack"))
+    evaluate([subj], data, specs, csv, force=True)
+    assert sorted(seen["autoattack"]) == first == sorted(set(range(13, 40)))
+    [aa] = [r for r in read_rows(csv) if r["attack"] == "autoattack"]
+    assert aa["cascade_after"] == "fgsm/untargeted pgd/untargeted" and aa["n_attacked"] == "27"
+    assert float(aa["accuracy"]) == 25 / 40
