@@ -23,7 +23,8 @@ import torch.nn as nn
 from attacks.adversarial_store import collector_for
 from attacks.perturbation import TOL, check_perturbation, perturbation_norms
 from attacks.registry import ATTACKS, build_attack, component_specs
-from attacks.row_schema import ROW_FIELDS, pack_mask, row_key, row_versions, unpack_mask, upgrade_rows, with_interval
+from attacks.row_schema import (ROW_FIELDS, pack_mask, row_key, row_versions, subject_row_key, unpack_mask,
+                                upgrade_rows, with_interval)
 from attacks.specs import AttackSpec
 from attacks.subjects import EvalSet, Subject
 from attacks.targets import targets_for
@@ -178,22 +179,20 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
         # Earlier rows of this checkpoint and examples. A row of a spec in this sweep counts only
         # when it is skipped (not recomputed): a recomputed spec is remembered once, from its new
         # row, so a cascade never starts from an older copy of itself or counts an attack twice.
-        earlier: dict[str, dict[str, Any]] = {}
-        for r in known:
-            if (r["checkpoint_sha256"] == subject.sha256 and str(r["eval_seed"]) == str(eval_seed)
-                    and r["data_fingerprint"] == data.fingerprint(int(r["n"]))):
-                earlier[f"{r['spec']}|n={r['n']}"] = r
-        in_sweep = {f"{s.key()}|n={n_of[s.key()]}" for s in specs}
+        keys = {s.key(): subject_row_key(subject, s.key(), n_of[s.key()], eval_seed, fps[n_of[s.key()]])
+                for s in specs}
+        earlier = {row_key(r): r for r in known if r["checkpoint_sha256"] == subject.sha256
+                   and str(r["eval_seed"]) == str(eval_seed) and r["data_fingerprint"] == data.fingerprint(int(r["n"]))}
         for k, r in earlier.items():
-            if k not in in_sweep:
+            if k not in keys.values():
                 remember(r)
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
-            key = (str(subject.defense), str(subject.seed), subject.sha256, spec.key(), str(n), str(eval_seed), fps[n])
+            key = keys[spec.key()]
             if key in skip:
-                if f"{spec.key()}|n={n}" in earlier:
-                    remember(earlier[f"{spec.key()}|n={n}"])
+                if key in earlier:
+                    remember(earlier[key])
                 continue
             x, y = data.x[:n], data.y[:n]
             correct0 = clean_pred[:n] == y

@@ -84,6 +84,12 @@ def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in ROW_KEY)
 
 
+def subject_row_key(subject: Any, spec_key: str, n: int, eval_seed: int, fingerprint: str) -> tuple[str, ...]:
+    """``row_key`` of the row a model (an ``attacks.subjects.Subject``) would get for this spec."""
+    return row_key({"defense": subject.defense, "seed": subject.seed, "checkpoint_sha256": subject.sha256,
+                    "spec": spec_key, "n": n, "eval_seed": eval_seed, "data_fingerprint": fingerprint})
+
+
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Replace a robustness CSV with ``rows`` (atomic; ``merge_rows`` is the shared-file way)."""
     _write_rows(path, rows, ROW_FIELDS)

@@ -26,7 +26,7 @@ import torch
 from attacks.evaluate import attack_row, frozen, predict_logits, run_attack
 from attacks.perturbation import perturbation_norms
 from attacks.registry import ATTACKS
-from attacks.row_schema import transfer_label
+from attacks.row_schema import subject_row_key, transfer_label
 from attacks.specs import AttackSpec
 from attacks.subjects import EvalSet, Subject
 
@@ -97,8 +97,7 @@ class TransferAttack:
             for spec in transfer_specs(specs):
                 n = min(spec.n or n_default, len(data))
                 fp = data.fingerprint(n)
-                if (str(target.defense), str(target.seed), target.sha256, spec.key(), str(n), str(eval_seed),
-                        fp) in skip:
+                if subject_row_key(target, spec.key(), n, eval_seed, fp) in skip:
                     continue
                 adv, norms, made = self.examples(spec, data, n, eval_seed)
                 t0 = time.time()
