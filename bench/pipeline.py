@@ -55,7 +55,7 @@ def train_all(s: Settings, out: str | Path, *, data_dir: str | None = None, quie
     """Every defense and variant x seed of a preset. A finished run of the same identity is
     reused, an interrupted one resumed, a stale one retrained (one line says what changed)."""
     return [train_defense(s, defense, seed, out, data_dir=data_dir, reuse=True, quiet=quiet)
-            for seed in s.train.seeds for defense in s.defenses_to_train()]
+            for defense, seed in s.jobs()]
 
 
 def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], csv_path: str | Path,
@@ -167,7 +167,7 @@ def benchmark(s: Settings, *, out: str | Path | None = None, results: str | Path
     settings = s.eval
     specs = sweep_specs(settings.sweep, settings.epsilon_units)
     csv_path = results_dir / "robustness.csv"
-    jobs = [Job(defense, seed) for seed in s.train.seeds for defense in s.defenses_to_train()]
+    jobs = [Job(defense, seed) for defense, seed in s.jobs()]
     t0 = time.time()
     done = run_executor(JobContext(s, runs_root, csv_path, data_dir), jobs, quiet=quiet,
                         address=ray_address, cpus_per_task=cpus_per_task)

@@ -104,6 +104,14 @@ class Settings:
         """``train.defenses`` then every declared variant not listed there."""
         return list(dict.fromkeys([*self.train.defenses, *self.variants]))
 
+    def jobs(self) -> list[tuple[str, int]]:
+        """The (defense, seed) jobs in the order they run: every seed of ``train.defenses``
+        first, then every seed of the variants, so that a study stopped early (or sized to a
+        time budget) has its main table complete and only ablations missing."""
+        main = list(dict.fromkeys(self.train.defenses))
+        extra = [d for d in self.defenses_to_train() if d not in main]
+        return [(d, seed) for group in (main, extra) for seed in self.train.seeds for d in group]
+
 
 def defense_class(name: str) -> type[Method]:
     cls = DEFENSES.get(name)

@@ -188,6 +188,13 @@ def test_variant_from_the_command_line_and_for_a_user_defense():
     assert s.method_hp("mine")["loss_scale"] == 2 and "mine" in s.defenses_to_train()
 
 
+def test_jobs_run_every_seed_of_the_main_defenses_before_the_variants():
+    # A study stopped early (or cut to its time budget) then has its main table complete.
+    s = resolve_config("smoke", [*TINY, "train.defenses=['baseline', 'great']", "train.seeds=[0, 1]"],
+                       variants=["g2=great:alpha_max=0.1"])
+    assert s.jobs() == [("baseline", 0), ("great", 0), ("baseline", 1), ("great", 1), ("g2", 0), ("g2", 1)]
+
+
 def test_variant_keys_are_checked_against_the_base_defense():
     with pytest.raises(BenchError, match=r"unknown key variants.x.hp.alpah_max; did you mean variants.x.hp.alpha_max\?"):
         resolve_config("smoke", variants=["x=great:alpah_max=0.1"])
