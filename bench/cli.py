@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "bench.commands.multitask",
     "bench.commands.export",
     "bench.commands.verify",
+    "bench.commands.verdicts",
 )
 
 

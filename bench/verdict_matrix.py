@@ -1,0 +1,67 @@
+"""The paper's claims side by side across settings: one row per claim, one column per
+results folder (a network, an epsilon), each cell the folder's own verdict and the
+comparison that decides it.
+
+Each folder's ``verdicts.csv`` is read as written by its report (``bench.claims``: its own
+Holm family, its own seeds); nothing is recomputed here, so every cell can be traced to
+one file. A claim a folder cannot measure (no distillation track, no targeted column at
+that epsilon) is "not measured".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.claims import CLAIMS
+from bench.errors import BenchError
+from bench.report import display
+from bench.rows import read_rows
+
+
+def _deciding(rows: list[dict]) -> dict:
+    """The comparison behind a claim's verdict: when it holds, its weakest comparison (the
+    largest Holm p); otherwise the comparison with the smallest Holm p among those that do
+    not hold, which is an opposite-signed one (adjusted p < 0.05) when there is one, else the
+    unsettled comparison closest to settling."""
+    if rows[0]["claim_verdict"] == "holds":
+        return max(rows, key=lambda r: float(r["p_holm"]))
+    return min((r for r in rows if r["verdict"] != "holds"), key=lambda r: float(r["p_holm"]))
+
+
+def _cell(rows: list[dict]) -> str:
+    if not rows:
+        return "not measured"
+    r = _deciding(rows)
+    d = 1 if r["unit"] == "points" else 3
+    p = float(r["p_holm"])
+    return (f"**{r['claim_verdict']}**: {display(r['first'])} − {display(r['second'])}, {r['column']}: "
+            f"{float(r['diff']):+.{d}f} [{float(r['ci_low']):+.{d}f}, {float(r['ci_high']):+.{d}f}]"
+            f"{'' if r['unit'] == 'points' else ' ' + r['unit']}, Holm p {'<0.001' if p < 0.001 else f'{p:.3f}'}")
+
+
+def parse_columns(pairs: list[str]) -> list[tuple[str, Path]]:
+    """``LABEL=FOLDER`` arguments, each folder holding a ``verdicts.csv``."""
+    out = []
+    for text in pairs:
+        label, sep, folder = text.partition("=")
+        if not sep or not label or not folder:
+            raise BenchError(f"{text!r}: expected LABEL=FOLDER, e.g. 'small-cnn, pixel 0.1=results/study'")
+        if not (Path(folder) / "verdicts.csv").is_file():
+            raise BenchError(f"{folder}/verdicts.csv not found: write it with `great-bench report` "
+                             "(it holds the folder's verdicts, bench/claims.py)")
+        out.append((label, Path(folder)))
+    if not out:
+        raise BenchError("no LABEL=FOLDER given")
+    return out
+
+
+def verdict_matrix(columns: list[tuple[str, Path]]) -> str:
+    """Markdown: a row per claim of ``bench.claims.CLAIMS`` (in its order) measured in at least
+    one folder, a column per folder, and a last row with each folder's family size."""
+    per = [(label, read_rows(folder / "verdicts.csv")) for label, folder in columns]
+    names = [c.name for c in CLAIMS if any(r["claim"] == c.name for _, rows in per for r in rows)]
+    head = ["Claim", *(f"{label} (`{folder}`)" for label, folder in columns)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        out.append("| " + " | ".join([name, *(_cell([r for r in rows if r["claim"] == name]) for _, rows in per)]) + " |")
+    out.append("| " + " | ".join(["Comparisons in the Holm family", *(str(len(rows)) for _, rows in per)]) + " |")
+    return "\n".join(out) + "\n"
