@@ -162,8 +162,15 @@ def verdicts(src: Sources, claims: list[Claim] = CLAIMS, alpha: float = ALPHA) -
     return [{k: r[k] for k in FIELDS} for r in rows]
 
 
-def _p(p: float) -> str:
+def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_difference(r: dict) -> str:
+    """A verdict row's difference and 95% interval: '+1.2 [-0.4, +2.8]' in points, three
+    decimals for the multi-task errors (RMSE)."""
+    d = 1 if r["unit"] == "points" else 3
+    return f"{float(r['diff']):+.{d}f} [{float(r['ci_low']):+.{d}f}, {float(r['ci_high']):+.{d}f}]"
 
 
 def verdicts_markdown(rows: list[dict]) -> str:
@@ -181,9 +188,8 @@ def verdicts_markdown(rows: list[dict]) -> str:
     out += ["", "| Claim | Comparison | Column | Difference [95% interval] | p | Holm p | Verdict |",
             "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
-        d = 1 if r["unit"] == "points" else 3
         sign = ">" if r["sign"] > 0 else "<"
         out.append(f"| {r['claim']} | {display(r['first'])} {sign} {display(r['second'])} ({r['dataset']}) | "
-                   f"{r['column']} | {r['diff']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}] {r['unit']} | "
-                   f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['verdict']} |")
+                   f"{r['column']} | {format_difference(r)} {r['unit']} | "
+                   f"{format_p(r['p_value'])} | {format_p(r['p_holm'])} | {r['verdict']} |")
     return "\n".join(out) + "\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.claims import CLAIMS
+from bench.claims import CLAIMS, format_difference, format_p
 from bench.errors import BenchError
 from bench.report import display
 from bench.rows import read_rows
@@ -31,11 +31,9 @@ def _cell(rows: list[dict]) -> str:
     if not rows:
         return "not measured"
     r = _deciding(rows)
-    d = 1 if r["unit"] == "points" else 3
-    p = float(r["p_holm"])
     return (f"**{r['claim_verdict']}**: {display(r['first'])} − {display(r['second'])}, {r['column']}: "
-            f"{float(r['diff']):+.{d}f} [{float(r['ci_low']):+.{d}f}, {float(r['ci_high']):+.{d}f}]"
-            f"{'' if r['unit'] == 'points' else ' ' + r['unit']}, Holm p {'<0.001' if p < 0.001 else f'{p:.3f}'}")
+            f"{format_difference(r)}{'' if r['unit'] == 'points' else ' ' + r['unit']}, "
+            f"Holm p {format_p(float(r['p_holm']))}")
 
 
 def parse_columns(pairs: list[str]) -> list[tuple[str, Path]]:
