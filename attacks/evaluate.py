@@ -22,8 +22,9 @@ import torch.nn as nn
 
 from attacks.adversarial_store import collector_for
 from attacks.perturbation import TOL, check_perturbation, perturbation_norms
+from attacks.autoattack import composed_with
 from attacks.registry import ATTACKS, build_attack, component_specs
-from attacks.row_schema import (ROW_FIELDS, pack_mask, row_key, row_versions, subject_row_key, unpack_mask,
+from attacks.row_schema import (ATTACK, CASCADE, ROW_FIELDS, pack_mask, row_key, row_versions, subject_row_key, unpack_mask,
                                 upgrade_rows, with_interval)
 from attacks.specs import AttackSpec
 from attacks.subjects import EvalSet, Subject
@@ -54,8 +55,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor,
                targets: torch.Tensor | None, *, num_classes: int, seed: int, batch_size: int,
-               keep: torch.Tensor | None = None):
+               keep: torch.Tensor | None = None, build=None):
     """Attack the given (clean-correct) examples; return (adversarial predictions, L2/Linf norms).
+    ``build(model, spec, num_classes, seed)`` replaces the registry's builder (a composed attack).
     ``keep`` (shaped like ``x``) receives each example's adversarial image, from the restart
     that produced its prediction.
 
@@ -63,7 +65,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     RNG is seeded per batch and restart, so random starts are reproducible for a given
     seed and batch size.
     """
-    atk = build_attack(model, spec, num_classes, seed)
+    atk = build(model, spec, num_classes, seed) if build else build_attack(model, spec, num_classes, seed)
     preds = torch.empty_like(y)
     norms = torch.zeros(len(y), device=x.device)
     top = 0.0
@@ -114,7 +116,7 @@ def best_of(runs: Sequence[tuple[torch.Tensor, torch.Tensor, float]], y: torch.T
 def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correct0: torch.Tensor, *,
                target_hit_rate: float | str, eval_seed: int, batch_size: int, seconds: float,
                max_perturbation: float, data_fingerprint: str, transfer_from: str = "", cascade_after: str = "",
-               n_attacked: int | str = "") -> dict[str, Any]:
+               n_attacked: int | str = "", components: str = "") -> dict[str, Any]:
     """One robustness.csv row (``ROW_FIELDS``) from the per-example correctness under attack
     (``correct``) and without (``correct0``) on the first n examples, with its Wilson interval."""
     n = len(correct)
@@ -131,8 +133,31 @@ def attack_row(subject: Subject, spec: AttackSpec, correct: torch.Tensor, correc
         "max_perturbation": round(max_perturbation, 6), "checkpoint_sha256": subject.sha256,
         "data_fingerprint": data_fingerprint, "source": subject.source, "transfer_from": transfer_from,
         **row_versions(), "correct_mask": pack_mask(correct), "cascade_after": cascade_after, "n_attacked": n_attacked,
+        "kind": CASCADE if spec.cascade else ATTACK, "components": components,
     }
     return with_interval(row)
+
+
+def cascade_inputs(specs: Sequence[AttackSpec], n_of: dict[str, int]) -> dict[str, list[AttackSpec]]:
+    """For each cascade spec, the specs of this sweep it follows: every other per-model attack
+    at its norm and epsilon on at least its examples, plain attacks in sweep order and then the
+    cascades before it. Derived from the sweep alone (issue 27), so a fresh ``run`` and a later
+    ``evaluate`` give a cascade the same inputs, whatever rows the CSV happens to hold:
+    transfer rows (made after every job, on another model) and rows of attacks not in the sweep
+    never feed it; the Linf worst case (``bench.worst_case``) joins them all afterwards."""
+    order = sorted(specs, key=lambda s: s.cascade)  # stable: plain attacks first
+    out: dict[str, list[AttackSpec]] = {}
+    for i, spec in enumerate(order):
+        if spec.cascade:
+            out[spec.key()] = [s for s in order[:i] if s.name != "none" and s.norm == spec.norm
+                               and round(s.eps, 9) == round(spec.eps, 9) and n_of[s.key()] >= n_of[spec.key()]
+                               and not ATTACKS.get(s.name).transfer]
+    return out
+
+
+def attack_label(spec: AttackSpec) -> str:
+    """How ``cascade_after`` names an earlier attack."""
+    return f"{spec.name}/{spec.mode}"
 
 
 def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
@@ -140,16 +165,17 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                      known: Sequence[dict[str, Any]] = (), on_row=None, on_adversarials=None,
                      quiet: bool = True) -> list[dict[str, Any]]:
     """Rows for one model. ``skip`` holds row keys already computed; ``known`` are rows of this
-    model computed earlier (their masks feed the cascade); ``on_row`` sees each new row;
+    model computed earlier (the skipped ones feed the cascade); ``on_row`` sees each new row;
     ``on_adversarials(spec, example indices, images, predictions, norms)`` each attack run
     (``attacks.adversarial_store``).
 
     A ``cascade`` spec runs after the other specs (cascades in sweep order) and attacks only the
-    clean-correct examples that every earlier attack at its norm and epsilon (computed now or
-    ``known``) left correct; an example one of them broke counts as broken, so its row is the
-    per-example worst case over those attacks and itself (``cascade_after`` names them,
-    ``n_attacked`` counts the examples it attacked). This is where the cost of AutoAttack
-    belongs: on the few examples the cheap attacks could not break.
+    clean-correct examples that every attack of ``cascade_inputs`` left correct; an example one
+    of them broke counts as broken, so its row (kind ``cascade``) is the per-example worst case
+    over those attacks and itself (``cascade_after`` names them, ``n_attacked`` counts the
+    examples it attacked). A skipped cascade row whose inputs differ from the sweep's is
+    recomputed. Standard AutoAttack after a standard APGD-CE+T row runs only its FAB-T and
+    Square parts (``attacks.autoattack.composed_with``): its APGD parts already ran there.
     """
     model = subject.model
     # transfer attacks are made on another model: attacks.transfer evaluates them (via ``evaluate``)
@@ -158,6 +184,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
         return []
     n_default = min(n_test or len(data), len(data))
     n_of = {s.key(): min(s.n or n_default, len(data)) for s in specs}
+    inputs = cascade_inputs(specs, n_of)
     rows: list[dict[str, Any]] = []
     specs = sorted(specs, key=lambda s: s.cascade)  # stable: the cascade sees every other row first
     with frozen(model):
@@ -165,63 +192,56 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
         logits = predict_logits(model, data.x[:n_max], batch_size)
         clean_pred = logits.argmax(1)
         fps = {n: data.fingerprint(n) for n in set(n_of.values())}
-        # (norm, eps) -> [(label, n, mask)] of the rows so far: what a cascade starts from
-        survived: dict[tuple[str, float], list[tuple[str, int, torch.Tensor]]] = {}
+        masks: dict[str, torch.Tensor] = {}  # spec key -> per-example correctness of its row
 
         def remember(r: dict[str, Any]) -> None:
-            # a cascade row's mask is already the worst case over its own cascade: it may feed a later one
-            if r["attack"] != "none" and r.get("correct_mask"):
+            if r.get("correct_mask"):
                 n_r = int(r["n"])
-                mask = torch.from_numpy(unpack_mask(r["correct_mask"], n_r)).to(clean_pred.device)
-                survived.setdefault((r["norm"], round(float(r["epsilon"]), 9)), []).append(
-                    (f"{r['attack']}/{r['mode']}", n_r, mask))
+                masks[r["spec"]] = torch.from_numpy(unpack_mask(r["correct_mask"], n_r)).to(clean_pred.device)
 
-        # Earlier rows of this checkpoint and examples. A row of a spec in this sweep counts only
-        # when it is skipped (not recomputed): a recomputed spec is remembered once, from its new
-        # row, so a cascade never starts from an older copy of itself or counts an attack twice.
         keys = {s.key(): subject_row_key(subject, s.key(), n_of[s.key()], eval_seed, fps[n_of[s.key()]])
                 for s in specs}
+        # Earlier rows of this checkpoint and examples, by row key: a skipped spec's row feeds
+        # the cascades after it. A recomputed spec is remembered once, from its new row.
         earlier = {row_key(r): r for r in known if r["checkpoint_sha256"] == subject.sha256
                    and str(r["eval_seed"]) == str(eval_seed) and r["data_fingerprint"] == data.fingerprint(int(r["n"]))}
-        for k, r in earlier.items():
-            if k not in keys.values():
-                remember(r)
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
             key = keys[spec.key()]
-            if key in skip:
-                if key in earlier:
-                    remember(earlier[key])
+            before = inputs.get(spec.key(), [])
+            after = " ".join(sorted(attack_label(s) for s in before))
+            old = earlier.get(key)
+            if key in skip and (old is None or not spec.cascade or old.get("cascade_after", "") == after):
+                if old is not None:
+                    remember(old)
                 continue
             x, y = data.x[:n], data.y[:n]
             correct0 = clean_pred[:n] == y
             targets = targets_for(spec.mode, logits[:n], y, data.num_classes, eval_seed)
-            after: list[str] = []
             alive = correct0.clone()
-            if spec.cascade:
-                for label, n_r, mask in survived.get((spec.norm, round(spec.eps, 9)), []):
-                    if n_r >= n:
-                        alive &= mask[:n]
-                        after.append(label)
+            for s in before:
+                if s.key() in masks:
+                    alive &= masks[s.key()][:n]
             idx = alive.nonzero().squeeze(1)
+            composed = composed_with(spec, before, data.num_classes) if spec.cascade else None
 
             def get_run(s: AttackSpec) -> tuple:
                 """One attack run on this n (cached: CW radii, and the parts of a combined entry)."""
-                rk = f"{s.run_key()}|n={n}"
+                rk = f"{s.run_key()}|n={n}" + (f"|after={composed.stood_in.key()}" if composed and s is spec else "")
                 if rk not in runs:
                     if ATTACKS.get(s.name).combines:
                         parts = [get_run(c) for c in component_specs(s)]
                         runs[rk] = (*best_of([r[:3] for r in parts], y[idx]), sum(r[3] for r in parts))
                     else:
                         t0 = time.time()
-                        keep = None if on_adversarials is None else torch.empty_like(x[idx])
+                        images = None if on_adversarials is None else torch.empty_like(x[idx])
                         out = run_attack(model, s, x[idx], y[idx], None if targets is None else targets[idx],
                                          num_classes=data.num_classes, seed=eval_seed, batch_size=batch_size,
-                                         keep=keep)
+                                         keep=images, build=composed.build if composed and s is spec else None)
                         runs[rk] = (*out, time.time() - t0)
                         if on_adversarials is not None:
-                            on_adversarials(s, idx, keep, out[0], out[1])
+                            on_adversarials(s, idx, images, out[0], out[1])
                 return runs[rk]
 
             p, d, top, secs = get_run(spec)
@@ -241,7 +261,8 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
             hit = "" if targets is None else int(((final == targets) & hit_adv).sum()) / n
             row = attack_row(subject, spec, correct, correct0, target_hit_rate=hit, eval_seed=eval_seed,
                              batch_size=batch_size, seconds=secs, max_perturbation=top, data_fingerprint=fps[n],
-                             cascade_after=" ".join(sorted(after)), n_attacked=int(len(idx)))
+                             cascade_after=after, n_attacked=int(len(idx)),
+                             components=composed.describe() if composed else "")
             rows.append(row)
             remember(row)
             if on_row is not None:

@@ -26,7 +26,7 @@ ROW_FIELDS = [
     "target_hit_rate", "n", "n_clean_correct", "clean_accuracy", "train_accuracy", "steps", "step_size",
     "restarts", "params", "spec", "eval_seed", "batch_size", "seconds", "max_perturbation", "checkpoint_sha256",
     "data_fingerprint", "source", "transfer_from", "torch", "torchattacks", "foolbox", "great_bench", "correct_mask",
-    "cascade_after", "n_attacked", "epsilon_units",
+    "cascade_after", "n_attacked", "epsilon_units", "kind", "components",
 ]
 # Added after the first results were written: older CSVs without them are filled in on read
 # (the interval from n and accuracy; the foolbox version as unknown, ""; no cascade, and the
@@ -37,7 +37,25 @@ ROW_FIELDS = [
 # ``bench.epsilon_units``); ``epsilon`` is pixels either way. Older rows are "pixel": every
 # preset was, before the column existed.
 INTERVAL_FIELDS = ("ci_low", "ci_high")
-LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked", "transfer_from", "epsilon_units")
+# ``kind`` says what a row's mask is (issue 27), so that masking, export and report read it
+# instead of inferring it: ``ATTACK`` (the attack's own per-example result) or ``CASCADE`` (the
+# worst case over ``cascade_after`` and this attack, run on their survivors). ``components``
+# names the parts a composed attack ran itself and the row that stood in for the others
+# (standard AutoAttack after a standard APGD-CE+T row); "" otherwise. Older rows get their
+# kind from the spec (``cascade=1``) and no components.
+LATER_FIELDS = (*INTERVAL_FIELDS, "foolbox", "cascade_after", "n_attacked", "transfer_from", "epsilon_units",
+                "kind", "components")
+ATTACK, CASCADE, WORST_CASE = "attack", "cascade", "worst case"  # the last: bench.worst_case's rows
+
+
+def spec_kind(spec_key: str) -> str:
+    """The kind of a row made by this spec key: a cascade spec's row is a worst case."""
+    return CASCADE if "cascade=1" in spec_key.split(",") else ATTACK
+
+
+def row_kind(row: dict[str, Any]) -> str:
+    """A row's kind: its own ``kind``, or (rows built before it existed) from its spec."""
+    return row.get("kind") or spec_kind(str(row.get("spec", "")))
 
 
 def transfer_label(defense: str, seed: Any, sha256: str) -> str:
@@ -105,7 +123,8 @@ def upgrade_rows(csv_path: str | Path, existing: list[dict[str, str]]) -> list[d
     """
     if existing and set(ROW_FIELDS) - set(LATER_FIELDS) <= set(existing[0]) < set(ROW_FIELDS):
         existing = [with_interval({"foolbox": "", "cascade_after": "", "n_attacked": "", "transfer_from": "",
-                                   "epsilon_units": "pixel", **r})
+                                   "epsilon_units": "pixel", "components": "", **r,
+                                   "kind": r.get("kind") or spec_kind(str(r.get("spec", "")))})
                     for r in existing]
     if existing and set(existing[0]) != set(ROW_FIELDS):
         raise BenchError(f"{csv_path} has different columns than this version writes; "

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from attacks.row_schema import pack_mask, unpack_mask
+from attacks.row_schema import WORST_CASE, pack_mask, unpack_mask
 from bench.stats import wilson
 
 # The attack name of the derived rows (never a registered attack).
@@ -52,7 +52,7 @@ def worst_case_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             first = runs[0]
             out.append({
                 "dataset": first["dataset"], "defense": first["defense"], "seed": first["seed"],
-                "attack": WORST, "norm": norm, "epsilon": eps, "mode": "all", "accuracy": k / n,
+                "attack": WORST, "kind": WORST_CASE, "norm": norm, "epsilon": eps, "mode": "all", "accuracy": k / n,
                 "ci_low": round(lo, 6), "ci_high": round(hi, 6), "n": n, "n_attacks": len(runs),
                 "attacks": " ".join(sorted(f"{r['attack']}/{r['mode']}" for r in runs)),
                 "train_accuracy": "", "checkpoint_sha256": first["checkpoint_sha256"],

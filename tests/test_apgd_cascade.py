@@ -170,3 +170,140 @@ def test_a_recomputed_cascade_starts_from_the_new_rows_not_from_an_older_copy_of
     [aa] = [r for r in read_rows(csv) if r["attack"] == "autoattack"]
     assert aa["cascade_after"] == "fgsm/untargeted pgd/untargeted" and aa["n_attacked"] == "27"
     assert float(aa["accuracy"]) == 25 / 40
+
+
+# ---------------------------------------------------------------- issue 27: an honest cascade
+
+def test_an_earlier_attack_on_fewer_examples_does_not_feed_the_cascade(monkeypatch):
+    """The cascade follows only attacks that ran on at least its examples: one on fewer has no
+    result for the rest. (Mutation: ``>=`` made ``==`` in ``cascade_inputs`` drops the fgsm
+    row on more examples; ``<=`` takes the pgd row on fewer.)"""
+    data = _marked(_cascade_data())
+    broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13}}
+    seen: dict[str, list[int]] = {}
+    _fake_attacks(monkeypatch, broken, seen)
+    specs = sweep(["fgsm:eps=0.1", "pgd:eps=0.1,n=20", "autoattack:eps=0.1,n=30,cascade=1"])
+    rows = {r["attack"]: r for r in evaluate_subject(Subject(Thresholds(), "m", 0, "toy", "0" * 64), data, specs)}
+    assert rows["autoattack"]["cascade_after"] == "fgsm/untargeted"
+    assert sorted(seen["autoattack"]) == sorted(set(range(12, 30)))
+    assert rows["autoattack"]["kind"] == "cascade" and rows["fgsm"]["kind"] == "attack"
+
+
+def test_a_cascade_depends_on_the_sweep_not_on_what_the_csv_happens_to_hold(tmp_path, monkeypatch):
+    """A fresh evaluation and a later one over a CSV holding other rows of the same model (a
+    transfer row, an attack not in the sweep) give the same cascade row: only the sweep's own
+    attacks feed it. (Mutation: remembering every known row, as before issue 27, lets the
+    extra rows into the cascade and the second evaluation differs.)"""
+    import csv as _csv
+    from attacks.row_schema import ROW_FIELDS
+
+    data = _marked(_cascade_data())
+    broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13}}
+    seen: dict[str, list[int]] = {}
+    _fake_attacks(monkeypatch, broken, seen)
+    subj = Subject(Thresholds(), "m", 0, "toy", "0" * 64)
+    specs = sweep(["fgsm:eps=0.1", "autoattack:eps=0.1,cascade=1"])
+    fresh = tmp_path / "fresh.csv"
+    evaluate([subj], data, specs, fresh)
+    (first,) = [r for r in read_rows(fresh) if r["attack"] == "autoattack"]
+    # the later CSV: the same model also has a pgd row (not in this sweep) and a transfer row
+    later = tmp_path / "later.csv"
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "pgd:eps=0.1"]), later)
+    rows = read_rows(later)
+    extra = dict(rows[0], attack="transfer", spec="transfer:eps=0.1,x", transfer_from="b seed 0 0000",
+                 correct_mask="00" * 5)
+    with open(later, "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        w.writerows(rows + [extra])
+    evaluate([subj], data, specs, later)
+    (second,) = [r for r in read_rows(later) if r["attack"] == "autoattack"]
+    assert {k: second[k] for k in ("accuracy", "correct_mask", "cascade_after", "n_attacked")} == \
+           {k: first[k] for k in ("accuracy", "correct_mask", "cascade_after", "n_attacked")}
+
+
+def test_a_skipped_cascade_row_whose_inputs_changed_is_recomputed(tmp_path, monkeypatch):
+    """Adding an attack to the sweep changes a cascade's inputs: its stored row (same spec key)
+    is recomputed on the new survivors, not skipped. (Mutation: skipping whenever the key is
+    in the CSV leaves the old row, after fgsm only.)"""
+    data = _marked(_cascade_data())
+    broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13}}
+    seen: dict[str, list[int]] = {}
+    _fake_attacks(monkeypatch, broken, seen)
+    subj = Subject(Thresholds(), "m", 0, "toy", "0" * 64)
+    csv = tmp_path / "robustness.csv"
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "autoattack:eps=0.1,cascade=1"]), csv)
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "pgd:eps=0.1", "autoattack:eps=0.1,cascade=1"]), csv)
+    (aa,) = [r for r in read_rows(csv) if r["attack"] == "autoattack"]
+    assert aa["cascade_after"] == "fgsm/untargeted pgd/untargeted" and float(aa["accuracy"]) == 26 / 40
+    # and an unchanged sweep skips it
+    seen.clear()
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "pgd:eps=0.1", "autoattack:eps=0.1,cascade=1"]), csv)
+    assert "autoattack" not in seen
+
+
+def _fake_autoattack_parts(monkeypatch, broken: dict[str, set[int]], seen: dict[str, list[int]]):
+    """run_attack replaced by AutoAttack's parts, each breaking the example indices ``broken[part]``:
+    ``apgd`` runs APGD-CE and APGD-T; ``autoattack`` all four parts, or FAB-T and Square when the
+    harness hands it the composed builder."""
+
+    def fake(model, spec, x, y, targets, build=None, **kw):
+        ids = [int(round(float(v) * 1000)) for v in x[:, 0, 0, 1]]
+        parts = {"apgd": ("apgd-ce", "apgd-t"), "autoattack": ("fab-t", "square") if build is not None
+                 else ("apgd-ce", "apgd-t", "fab-t", "square")}.get(spec.name, (spec.name,))
+        seen.setdefault(spec.name + ("+composed" if build is not None else ""), []).extend(ids)
+        hit = set().union(*(broken.get(p, set()) for p in parts))
+        return torch.tensor([1 if i in hit else 0 for i in ids]), torch.zeros(len(ids)), 0.0
+
+    monkeypatch.setattr(ev, "run_attack", fake)
+
+
+def test_autoattack_after_a_standard_apgd_row_is_composed_and_equals_the_standard_one(monkeypatch):
+    """Issue 27: standard AutoAttack is APGD-CE, APGD-T, FAB-T, Square, each on the survivors of
+    the one before. After a standard APGD-CE+T row it runs only FAB-T and Square on that row's
+    survivors; per example, the composed row equals standard AutoAttack's mask AND the earlier
+    attacks' masks. (Mutations: composing after a non-standard apgd row (3 targets) is refused
+    below; running FAB-T and Square on the fgsm survivors instead of the apgd survivors, or
+    forgetting the apgd row's breaks, changes the mask or the attacked set.)"""
+    data = _marked(_cascade_data(40))
+    data = EvalSet(data.x, data.y, 10, "toy")  # AutoAttack needs >= 4 classes; Thresholds predicts 0/1
+    broken = {"fgsm": {10}, "apgd-ce": {11, 12}, "apgd-t": {13}, "fab-t": {14, 11}, "square": {15, 10}}
+    seen: dict[str, list[int]] = {}
+    _fake_autoattack_parts(monkeypatch, broken, seen)
+    subj = Subject(Thresholds(), "m", 0, "toy", "0" * 64)
+    specs = sweep(["fgsm:eps=0.1", "apgd:eps=0.1,dlr_targets=9,cascade=1", "autoattack:eps=0.1,cascade=1"])
+    rows = {r["attack"]: r for r in evaluate_subject(subj, data, specs)}
+    aa = rows["autoattack"]
+    assert sorted(seen["autoattack+composed"]) == sorted(set(range(10, 40)) - {10, 11, 12, 13})
+    assert aa["components"].startswith("FAB-T, Square; APGD-CE, APGD-T from apgd:")
+    assert aa["cascade_after"] == "apgd/untargeted fgsm/untargeted"
+    standard = set(range(10, 40)) - set().union(*(broken[p] for p in ("apgd-ce", "apgd-t", "fab-t", "square")))
+    earlier = set(range(10, 40)) - broken["fgsm"]
+    assert set(unpack_mask(aa["correct_mask"], 40).nonzero()[0].tolist()) == standard & earlier
+    # after an apgd row with fewer targets than AutoAttack's APGD-T, AutoAttack runs whole
+    seen.clear()
+    specs = sweep(["fgsm:eps=0.1", "apgd:eps=0.1,dlr_targets=3,cascade=1", "autoattack:eps=0.1,cascade=1"])
+    rows = {r["attack"]: r for r in evaluate_subject(subj, data, specs)}
+    assert "autoattack+composed" not in seen and rows["autoattack"]["components"] == ""
+
+
+def test_the_apgd_t_target_count_is_capped_at_the_other_classes():
+    """dlr_targets above n_classes - 1 means every other class: on 5 classes APGD-T targets 4,
+    and the attack runs (torchattacks' APGDT would index past the logits otherwise).
+    (Mutation: removing ``min(k, C - 1)`` in attacks/apgd.py.)"""
+    from attacks.registry import build_attack
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5)).eval()
+    atk = build_attack(model, parse_spec("apgd:eps=0.1,dlr_targets=9,steps=3"), 5, 0)
+    assert atk.attacks[1].n_target_classes == 4
+    x = torch.rand(6, 1, 2, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    assert atk(x, y).shape == x.shape
+
+
+@pytest.mark.parametrize("text, classes", [("apgd:eps=0.1,dlr_targets=9", 3), ("apgd:eps=0.1", 2),
+                                           ("autoattack:eps=0.1", 3)])
+def test_the_dlr_losses_refuse_too_few_classes_with_a_clear_error(text, classes):
+    from attacks.registry import build_attack
+    with pytest.raises(BenchError, match=f"needs at least .* classes; this dataset has {classes}"):
+        build_attack(nn.Linear(4, classes), parse_spec(text), classes, 0)
