@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from attacks.autoattack import APGD_T_CLASSES, DLR_CLASSES, RHO, check_classes
+
 
 def apgd_pair(model: nn.Module, *, norm: str, eps: float, steps: int, restarts: int, dlr_targets: int,
-              n_classes: int, seed: int, rho: float = 0.75):
+              n_classes: int, seed: int, rho: float = RHO):
     """APGD-CE, then APGD-DLR (``dlr_targets == 0``) or APGD-T over ``dlr_targets`` classes."""
     import torchattacks
     from torchattacks.wrappers.multiattack import MultiAttack
 
+    if dlr_targets > 0:
+        check_classes("apgd", n_classes, APGD_T_CLASSES, "targeted DLR (APGD-T, dlr_targets > 0)")
+    else:
+        check_classes("apgd", n_classes, DLR_CLASSES, "DLR (APGD-DLR, dlr_targets=0)")
     ce = torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=restarts, seed=seed, loss="ce",
                            rho=rho)
     if dlr_targets > 0:

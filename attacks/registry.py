@@ -199,7 +199,8 @@ def combined_info(names: tuple[str, ...], doc: str) -> AttackInfo:
 # fixed-radius L2 APGD at radii 1.5-2 on the quick checkpoints (more steps did not help).
 ATTACKS.add("l2min", combined_info(("cw", "fmn", "fmn-warm"),
                                    "minimum-norm L2: per example the smallest adversarial found by cw, fmn and "
-                                   "fmn-warm (their parameters prefixed: cw_steps=, fmn_steps=, fmn-warm_init_eps=, ...)"))
+                                   "fmn-warm (their parameters prefixed: cw_steps=, fmn_steps=, fmn-warm_init_eps=, ...; "
+                                   "a part with steps 0 is left out, e.g. cw_steps=0)"))
 ATTACKS.add("square", AttackInfo(_square, norms=("Linf", "L2"), default_eps=0.1, black_box=True, iterative=True,
                                  extras={"queries": 1000, "p_init": 0.8},
                                  doc="Square attack (Andriushchenko et al.): score-based black box"))
@@ -320,10 +321,13 @@ def sweep(attacks: Iterable[str], eps: Iterable[float] | None = None,
 
 def component_specs(spec: AttackSpec) -> list[AttackSpec]:
     """The attacks a combined entry (``l2min``) takes the per-example best of: same norm, mode
-    and n, and the parameters given to it with the part's prefix. The same attack listed on
+    and n, and the parameters given to it with the part's prefix; a part with ``<part>_steps=0``
+    is left out (issue 27: CW decided no example of the quick models at any radius). The same attack listed on
     its own in a sweep with the same settings has the same key, so the harness runs it once."""
     out = []
     for name in ATTACKS.get(spec.name).combines:
+        if spec.param(f"{name}_steps") == 0:  # a part given 0 steps is left out
+            continue
         values = {"norm": spec.norm, "mode": spec.mode}
         for key, value in spec.params:
             if key.startswith(name + "_"):
@@ -331,4 +335,7 @@ def component_specs(spec: AttackSpec) -> list[AttackSpec]:
         if spec.n is not None:
             values["n"] = str(spec.n)
         out.append(build_spec(name, values))
+    if not out:
+        raise BenchError(f"{spec.key()}: every part of {spec.name!r} has steps 0; keep at least one of "
+                         f"{', '.join(ATTACKS.get(spec.name).combines)}")
     return out

@@ -62,7 +62,8 @@ def test_bad_specs_are_refused_with_a_clear_message(text, msg):
 
 
 def test_every_registered_attack_names_its_modes_and_builds():
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    # 10 classes: APGD-T and AutoAttack refuse fewer than 4 (tested in test_apgd_cascade)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))
     for name in ATTACKS.names():
         info = ATTACKS.get(name)
         assert set(info.modes) <= set(MODES) and info.doc
@@ -70,9 +71,9 @@ def test_every_registered_attack_names_its_modes_and_builds():
             spec = parse_spec(f"{name}:mode={mode}")
             if info.combines:  # evaluated by the harness from its parts, never built
                 with pytest.raises(BenchError, match="harness"):
-                    info.build(model, spec, 3, 0)
+                    info.build(model, spec, 10, 0)
                 continue
-            atk = info.build(model, spec, 3, 0)
+            atk = info.build(model, spec, 10, 0)
             if name != "none":
                 assert atk.targeted == (mode != "untargeted")  # by-label mode, never silently untargeted
                 assert getattr(atk, "_model_training", False) is False
