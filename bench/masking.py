@@ -51,7 +51,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from attacks.row_schema import unpack_mask
+from attacks.row_schema import ATTACK, row_kind, unpack_mask
 from attacks.registry import ATTACKS
 from bench.data import DATASETS
 from bench.eval_settings import EvalSettings
@@ -94,6 +94,13 @@ def _label(row) -> str:
 def _white_box(row) -> bool:
     info = ATTACKS.get(row["attack"]) if row["attack"] in ATTACKS else None
     return info is not None and not info.black_box and not info.transfer and row["attack"] != "none"
+
+
+def _own_white_box(row) -> bool:
+    """A white-box attack's own result: not a cascade row, whose mask already holds the breaks
+    of every attack before it (Square and transfer among them), so that a check comparing it
+    with one of those could never fail (issue 27)."""
+    return _white_box(row) and row_kind(row) == ATTACK
 
 
 def _transfer(row) -> bool:
@@ -167,7 +174,7 @@ def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float
     worst, detail = None, []
     for bb in (r for r in rows if r["attack"] in ATTACKS and ATTACKS.get(r["attack"]).black_box
                and r["mode"] == "untargeted"):
-        white = [r for r in rows if _white_box(r) and r["mode"] == "untargeted" and r["norm"] == bb["norm"]
+        white = [r for r in rows if _own_white_box(r) and r["mode"] == "untargeted" and r["norm"] == bb["norm"]
                  and abs(_eps(r) - _eps(bb)) < 1e-9 and not ATTACKS.get(r["attack"]).min_norm]
         if not white:
             continue
@@ -196,7 +203,7 @@ def transfer_vs_white_box(rows: list[dict], th: Thresholds, *, source: str, is_s
     worst, detail = None, []
     for tr in (r for r in rows if _transfer(r) and r["mode"] == "untargeted"):
         strongest = None  # (transfer accuracy, white-box accuracy, n, row) on the examples both ran on
-        for wb in (r for r in rows if _white_box(r) and r["mode"] == "untargeted" and r["norm"] == tr["norm"]
+        for wb in (r for r in rows if _own_white_box(r) and r["mode"] == "untargeted" and r["norm"] == tr["norm"]
                    and abs(_eps(r) - _eps(tr)) < 1e-9 and not ATTACKS.get(r["attack"]).min_norm):
             n = min(int(tr["n"]), int(wb["n"]))
             t_acc, w_acc = float(_mask(tr, n).mean()), float(_mask(wb, n).mean())

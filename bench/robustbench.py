@@ -34,6 +34,7 @@ import pandas as pd
 
 from attacks.adversarial_store import adversarial_path
 from attacks.registry import ATTACKS
+from attacks.row_schema import ATTACK, CASCADE, row_kind
 from bench import results as R
 from bench.atomic import write_text
 from bench.checkpoint import sha256_file
@@ -102,9 +103,11 @@ def pct(acc: float) -> str:
 
 
 def _is_standard_autoattack(r: pd.Series) -> bool:
+    """Standard settings, and AutoAttack's own result: a cascade row (kind ``cascade``) is the
+    worst case over the attacks before it and AutoAttack, never AutoAttack's number (issue 27)."""
     info = ATTACKS.get("autoattack")
     params = json.loads(r["params"] or "{}")
-    return (int(r["steps"]) == info.default_steps and int(params.get("queries", info.extras["queries"]))
+    return (row_kind(r) == ATTACK and int(r["steps"]) == info.default_steps and int(params.get("queries", info.extras["queries"]))
             == info.extras["queries"] and int(r["restarts"]) == 1)
 
 
@@ -196,6 +199,10 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
             if aa.empty:
                 notes.append(f"autoattack_acc is empty: standard AutoAttack did not run at {norm} eps "
                              f"{eps_text(epsilon)}.")
+            elif aa_std.empty and (aa.apply(row_kind, axis=1) == CASCADE).all():
+                notes.append("autoattack_acc is empty: AutoAttack ran as a cascade, on the examples the attacks "
+                             "before it left correct, so its number is a worst case over those attacks and "
+                             "AutoAttack, not AutoAttack's own accuracy.")
             elif aa_std.empty:
                 notes.append("autoattack_acc is empty: the AutoAttack run used non-standard settings.")
             else:

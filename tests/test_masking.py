@@ -160,3 +160,31 @@ def test_the_same_model_without_quantisation_passes(trained):
         "black_box_vs_white_box": "pass", "l2_contains_linf": "n/a",  # this sweep has no L2 attack
         "min_norm_vs_fixed_radius": "n/a",
         "transfer_vs_white_box": "no source"}  # nor a baseline to make transfer examples on
+
+
+def test_black_box_and_transfer_checks_ignore_cascade_rows_and_can_still_fail():
+    """Issue 27: a cascade row's mask already holds the breaks of every attack before it
+    (Square and transfer among them), so as the white-box reference it makes both checks
+    unfailable. Here Square and the transfer attack each break more than PGD does on its own,
+    and the AutoAttack cascade after them is weaker than either: each check must flag.
+    (Mutation: reading the cascade row as white-box, i.e. ``_white_box`` instead of
+    ``_own_white_box``, turns both flags into passes.)"""
+    from bench.masking import transfer_vs_white_box
+    pgd = row("pgd", 0.1, [1, 1, 1, 1, 0, 0], steps=20, kind="attack")
+    square = row("square", 0.1, [0, 0, 1, 1, 0, 0], kind="attack")
+    transfer = row("transfer", 0.1, [1, 0, 0, 1, 0, 0], kind="attack", transfer_from="baseline seed 0 abc")
+    cascade = row("autoattack", 0.1, [0, 0, 0, 0, 0, 0], steps=100, kind="cascade",
+                  cascade_after="pgd/untargeted square/untargeted transfer/untargeted")
+    rows = [pgd, square, transfer, cascade]
+    status, value, _ = black_box_vs_white_box(rows, Thresholds(tol=0.1))
+    assert status == "flag" and value == pytest.approx(2 / 6, abs=1e-4)
+    status, value, _ = transfer_vs_white_box(rows, Thresholds(tol=0.1), source="baseline")
+    assert status == "flag" and value == pytest.approx(2 / 6, abs=1e-4)
+    # and they pass when the black-box and transfer attacks are weaker than PGD on its own
+    rows = [pgd, row("square", 0.1, [1, 1, 1, 1, 1, 0], kind="attack"),
+            row("transfer", 0.1, [1, 1, 1, 1, 0, 1], kind="attack", transfer_from="baseline seed 0 abc"), cascade]
+    assert black_box_vs_white_box(rows, Thresholds(tol=0.1))[0] == "pass"
+    assert transfer_vs_white_box(rows, Thresholds(tol=0.1), source="baseline")[0] == "pass"
+    # rows from before the kind column: the spec's cascade=1 marks the cascade
+    old = dict(cascade, kind="", spec="autoattack:eps=0.1,norm=Linf,steps=100,restarts=1,mode=untargeted,cascade=1")
+    assert black_box_vs_white_box([pgd, square, old], Thresholds(tol=0.1))[0] == "flag"
