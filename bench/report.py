@@ -16,12 +16,14 @@ is left out.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import pandas as pd
 
+from attacks.registry import ATTACKS
 from attacks.row_schema import transfer_defense
 from bench.epsilon_units import epsilon_phrase
 from bench.stats import Summary, aggregate
@@ -157,6 +159,7 @@ class Table:
     cells: pd.DataFrame    # this dataset's rows of cell_frame (per seed, with masks)
     transfer_from: tuple[str, ...] = ()  # the defenses the transfer column's examples were made on
     units: str = "pixel"  # what the rows at the table's epsilon were asked in (``epsilon_units``)
+    l2min_parts: tuple[str, ...] = ()  # the minimum-norm attacks the l2min rows took the best of
 
     def stat(self, defense: str, col: Column) -> Summary | None:
         hit = self.summary[(self.summary["defense"] == defense) & (self.summary["column"] == col.name)]
@@ -199,8 +202,25 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
                                       if str(r["dataset"]) == dataset and r.get("transfer_from")))
         tables.append(Table(dataset, epsilon, cw_radius, [c for c in cols if c.name in present], defenses,
                             mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True),
-                            sources, asked_units(rows, dataset, epsilon)))
+                            sources, asked_units(rows, dataset, epsilon), l2min_parts(rows, dataset)))
     return tables
+
+
+# How the caption names each part of ``l2min``.
+PART_NAMES = {"cw": "CW", "fmn": "FMN", "fmn-warm": "FMN from APGD"}
+
+
+def l2min_parts(rows: Sequence[dict], dataset: str) -> tuple[str, ...]:
+    """The parts ``l2min`` rows of ``dataset`` combined, from their parameters (a part given 0
+    steps was left out: ``attacks.registry.component_specs``)."""
+    info = ATTACKS.get("l2min")
+    parts: dict[str, None] = {}
+    for r in rows:
+        if r["attack"] == "l2min" and str(r["dataset"]) == dataset:
+            params = json.loads(r.get("params") or "{}")
+            parts.update((p, None) for p in info.combines
+                         if params.get(f"{p}_steps", info.extras[f"{p}_steps"]) != 0)
+    return tuple(parts)
 
 
 def asked_units(rows: Sequence[dict], dataset: str, epsilon: float) -> str:
@@ -212,7 +232,9 @@ def asked_units(rows: Sequence[dict], dataset: str, epsilon: float) -> str:
 
 
 def caption(t: Table) -> str:
-    extra = (f"; min-norm L2 (per example the smallest of CW, FMN and FMN from APGD) at radius {t.cw_radius:g}"
+    names = [PART_NAMES.get(p, p) for p in t.l2min_parts] or ["its parts"]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    extra = (f"; min-norm L2 (per example the smallest of {listed}) at radius {t.cw_radius:g}"
              if any(c.attack == "l2min" for c in t.columns) else "")
     transfer = next((c for c in t.columns if c.attack == "transfer"), None)
     if transfer is not None:
