@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -23,6 +24,7 @@ import torch.nn as nn
 from attacks.adversarial_store import collector_for
 from attacks.perturbation import TOL, check_perturbation, perturbation_norms
 from attacks.autoattack import composed_with
+from attacks.layout import attack_layout
 from attacks.registry import ATTACKS, build_attack, component_specs
 from attacks.row_schema import (ATTACK, CASCADE, ROW_FIELDS, pack_mask, row_key, row_versions, subject_row_key, unpack_mask,
                                 upgrade_rows, with_interval)
@@ -187,7 +189,8 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
     inputs = cascade_inputs(specs, n_of)
     rows: list[dict[str, Any]] = []
     specs = sorted(specs, key=lambda s: s.cascade)  # stable: the cascade sees every other row first
-    with frozen(model):
+    with frozen(model), attack_layout(model, data.x) as images:
+        data = replace(data, x=images)  # same values, the faster layout (attacks.layout)
         n_max = max(n_of.values(), default=0)
         logits = predict_logits(model, data.x[:n_max], batch_size)
         clean_pred = logits.argmax(1)
@@ -206,13 +209,18 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
         earlier = {row_key(r): r for r in known if r["checkpoint_sha256"] == subject.sha256
                    and str(r["eval_seed"]) == str(eval_seed) and r["data_fingerprint"] == data.fingerprint(int(r["n"]))}
         runs: dict[str, tuple] = {}  # run_key -> (preds, norms, top, seconds): CW radii share a run
+        computed: set[str] = set()  # spec keys whose rows this call computed
         for spec in progress(specs, quiet=quiet, desc=subject.defense, leave=False, unit="attack"):
             n = n_of[spec.key()]
             key = keys[spec.key()]
             before = inputs.get(spec.key(), [])
             after = " ".join(sorted(attack_label(s) for s in before))
             old = earlier.get(key)
-            if key in skip and (old is None or not spec.cascade or old.get("cascade_after", "") == after):
+            # a cascade row stands only if its inputs are the sweep's and none was computed anew
+            # here: an input spec changed (say APGD's targets) keeps its label but not its mask
+            same_inputs = not spec.cascade or (old is not None and old.get("cascade_after", "") == after
+                                               and not any(s.key() in computed for s in before))
+            if key in skip and (old is None or same_inputs):
                 if old is not None:
                     remember(old)
                 continue
@@ -264,6 +272,7 @@ def evaluate_subject(subject: Subject, data: EvalSet, specs: Sequence[AttackSpec
                              cascade_after=after, n_attacked=int(len(idx)),
                              components=composed.describe() if composed else "")
             rows.append(row)
+            computed.add(spec.key())
             remember(row)
             if on_row is not None:
                 on_row(row)

@@ -242,6 +242,23 @@ def test_a_skipped_cascade_row_whose_inputs_changed_is_recomputed(tmp_path, monk
     assert "autoattack" not in seen
 
 
+def test_a_cascade_after_an_input_whose_spec_changed_is_recomputed(tmp_path, monkeypatch):
+    """An input attack whose spec changes keeps its label (``cascade_after`` reads the same) but
+    not its mask: the cascade after it is recomputed on the new survivors. (Mutation: comparing
+    only the labels leaves the row computed after pgd with 5 steps.)"""
+    data = _marked(_cascade_data())
+    broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13}}
+    seen: dict[str, list[int]] = {}
+    _fake_attacks(monkeypatch, broken, seen)
+    subj = Subject(Thresholds(), "m", 0, "toy", "0" * 64)
+    csv = tmp_path / "robustness.csv"
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "pgd:eps=0.1,steps=5", "autoattack:eps=0.1,cascade=1"]), csv)
+    broken["pgd"] = {12, 14}  # the stronger pgd breaks one more
+    evaluate([subj], data, sweep(["fgsm:eps=0.1", "pgd:eps=0.1,steps=50", "autoattack:eps=0.1,cascade=1"]), csv)
+    (aa,) = [r for r in read_rows(csv) if r["attack"] == "autoattack"]
+    assert aa["cascade_after"] == "fgsm/untargeted pgd/untargeted" and float(aa["accuracy"]) == 25 / 40
+
+
 def _fake_autoattack_parts(monkeypatch, broken: dict[str, set[int]], seen: dict[str, list[int]]):
     """run_attack replaced by AutoAttack's parts, each breaking the example indices ``broken[part]``:
     ``apgd`` runs APGD-CE and APGD-T; ``autoattack`` all four parts, or FAB-T and Square when the
