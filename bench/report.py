@@ -160,6 +160,7 @@ class Table:
     transfer_from: tuple[str, ...] = ()  # the defenses the transfer column's examples were made on
     units: str = "pixel"  # what the rows at the table's epsilon were asked in (``epsilon_units``)
     l2min_parts: tuple[str, ...] = ()  # the minimum-norm attacks the l2min rows took the best of
+    apgd_targets: tuple[int, ...] = ()  # APGD-T's target classes (dlr_targets) in the APGD-CE+T rows
 
     def stat(self, defense: str, col: Column) -> Summary | None:
         hit = self.summary[(self.summary["defense"] == defense) & (self.summary["column"] == col.name)]
@@ -202,7 +203,8 @@ def build_tables(rows: Iterable[dict], epsilon: float, cw_radius: float = 1.0) -
                                       if str(r["dataset"]) == dataset and r.get("transfer_from")))
         tables.append(Table(dataset, epsilon, cw_radius, [c for c in cols if c.name in present], defenses,
                             mine.reset_index(drop=True), cells[cells["dataset"] == dataset].reset_index(drop=True),
-                            sources, asked_units(rows, dataset, epsilon), l2min_parts(rows, dataset)))
+                            sources, asked_units(rows, dataset, epsilon), l2min_parts(rows, dataset),
+                            apgd_targets(rows, dataset, epsilon)))
     return tables
 
 
@@ -223,6 +225,15 @@ def l2min_parts(rows: Sequence[dict], dataset: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def apgd_targets(rows: Sequence[dict], dataset: str, epsilon: float) -> tuple[int, ...]:
+    """How many target classes APGD-T took in the Linf ``apgd`` rows of ``dataset`` at ``epsilon``
+    (the k most likely other classes; standard AutoAttack uses all n_classes - 1)."""
+    info = ATTACKS.get("apgd")
+    return tuple(sorted({int(json.loads(r.get("params") or "{}").get("dlr_targets", info.extras["dlr_targets"]))
+                         for r in rows if r["attack"] == "apgd" and str(r["dataset"]) == dataset
+                         and r["norm"] == "Linf" and abs(_num(r["epsilon"]) - epsilon) < 1e-9}))
+
+
 def asked_units(rows: Sequence[dict], dataset: str, epsilon: float) -> str:
     """"normalized" when every attacked row of ``dataset`` at ``epsilon`` was asked in the
     paper's normalised units, else "pixel" (rows from before the column existed are pixel)."""
@@ -236,6 +247,10 @@ def caption(t: Table) -> str:
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     extra = (f"; min-norm L2 (per example the smallest of {listed}) at radius {t.cw_radius:g}"
              if any(c.attack == "l2min" for c in t.columns) else "")
+    if any(c.attack == "apgd" and c.norm == "Linf" for c in t.columns) and t.apgd_targets:
+        k = " or ".join(str(k) for k in t.apgd_targets if k)
+        extra += (f"; APGD-CE+T: APGD-T against the {k} most likely other classes" if k
+                  else "; APGD-CE+T: APGD-CE, then the untargeted APGD-DLR")
     transfer = next((c for c in t.columns if c.attack == "transfer"), None)
     if transfer is not None:
         source = " or ".join(display(d) for d in t.transfer_from) or "the baseline"

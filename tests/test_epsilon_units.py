@@ -3,6 +3,7 @@ per dataset, a normalised preset's sweep resolved to pixels once, the units carr
 rows (old CSVs still load as pixel), both values in every caption, and ``great-bench list``."""
 from __future__ import annotations
 
+import json
 import csv
 
 import pytest
@@ -157,3 +158,14 @@ def test_list_prints_the_models_each_datasets_std_and_the_presets_units(capsys):
     assert "cifar10" in out and "normalised 0.1 = 0.02435 pixels" in out
     assert ("epsilon (smoke): eval.epsilon_units = 'normalized'; eval.epsilon = 0.1 (Linf, the paper's "
             "normalised units, std 0.353; = 0.0353 in pixel units)") in out
+
+
+def test_the_caption_says_how_many_targets_apgd_t_took():
+    """Issue 27: the quick preset runs APGD-T on the 3 most likely other classes; the caption
+    reads that from the rows' parameters, not from the preset."""
+    def apgd(k):
+        return _row(0.1, "pixel", "apgd") | {"params": json.dumps({"dlr_targets": k})}
+
+    assert "APGD-T against the 3 most likely other classes" in caption(build_tables([apgd(3)], 0.1)[0])
+    assert "APGD-T against the 9 most likely" in caption(build_tables([apgd(9)], 0.1)[0])
+    assert "untargeted APGD-DLR" in caption(build_tables([apgd(0)], 0.1)[0])
