@@ -213,9 +213,17 @@ def worst_case_table(worst: Sequence[dict]) -> str:
         body.append(f"<tr>{''.join(cells)}</tr>")
     n = {(r["norm"], float(r["epsilon"])): r["n"] for r in worst}
     foot = "".join(f"<td>{_e(n[k])}</td>" for k in keys)
-    return (f'<div class="wide"><table class="sortable" id="worst-case"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody><tfoot><tr><td>n (examples)</td><td></td>{foot}</tr></tfoot>'
-            "</table></div>")
+    # Issue 28: the attack sets differ between epsilons (at the sweep's extra epsilons often
+    # only FGSM and iFGSM), so each column says what its worst case covers.
+    covers = {k: " / ".join(dict.fromkeys(str(r["attacks"]) for r in worst
+                                          if (r["norm"], float(r["epsilon"])) == k)) for k in keys}
+    sets = "".join(f'<td class="attacks">{_e(covers[k])}</td>' for k in keys)
+    return ("<p>Each column is the worst case over the attacks named in its last row only; where those "
+            "are FGSM and iFGSM alone it is an upper bound that the stronger attacks of other columns "
+            "would likely lower, so compare columns with the same attack set.</p>"
+            f'<div class="wide"><table class="sortable" id="worst-case"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody><tfoot><tr><td>n (examples)</td><td></td>{foot}</tr>'
+            f'<tr><td>attacks</td><td></td>{sets}</tr></tfoot></table></div>')
 
 
 def masking_table(checks: Sequence[dict]) -> str:

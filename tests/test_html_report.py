@@ -237,3 +237,20 @@ def test_a_claims_line_shows_the_comparison_that_decides_its_label():
     bad = _verdict("greace", "fgsm-at", 0.01, "does not hold", "does not hold", -5.0)
     line = verdict_lines([{**strong, "claim_verdict": "does not hold"}, bad, {**weak, "claim_verdict": "does not hold"}])
     assert "-5.0 [-7.0, -3.0] points, Holm p 0.010" in line and "does not hold" in line
+
+
+def test_each_worst_case_column_names_the_attacks_it_covers():
+    """Issue 28: at the sweep's extra epsilons the worst case may cover FGSM and iFGSM only; the
+    page names each column's attack set in a visible row, not only in a tooltip."""
+    from bench.html_report import worst_case_table
+
+    def w(eps, attacks):
+        return {"defense": "fgsm-at", "seed": 0, "norm": "Linf", "epsilon": eps, "accuracy": 0.5, "ci_low": 0.4,
+                "ci_high": 0.6, "n": 100, "attacks": attacks}
+
+    html = worst_case_table([w(0.1, "apgd/untargeted autoattack/untargeted fgsm/untargeted"),
+                             w(0.15, "fgsm/untargeted ifgsm/untargeted")])
+    foot = html.split("<tfoot>")[1]
+    assert '<td class="attacks">apgd/untargeted autoattack/untargeted fgsm/untargeted</td>' in foot
+    assert '<td class="attacks">fgsm/untargeted ifgsm/untargeted</td>' in foot
+    assert "upper bound" in html
