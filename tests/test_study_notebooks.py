@@ -186,7 +186,15 @@ def test_a_changed_result_changes_the_second_edition(tmp_path):
     _rewrite(root / "results/study-resnet/masking.csv",
              lambda r: r["defense"] == "great-ce" and r["seed"] == "1" and r["check"] == "monotone_in_eps",
              lambda r: r.update(value="0.19"))
+    # GREACE's transfer accuracy at the paper's epsilon, seed 0, raised by 10 points in robustness.csv
+    before = outputs(STUDIES / "study-resnet.ipynb")
+    assert "leaves\n  GREACE 61.4%" in before
+    _rewrite(root / "results/study-resnet/robustness.csv",
+             lambda r: (r["defense"], r["attack"], r["seed"]) == ("greace", "transfer", "0")
+             and abs(float(r["epsilon"]) - 0.0353) < 1e-9,
+             lambda r: r.update(accuracy=str(float(r["accuracy"]) + 0.1)))
     path = STUDIES / "study-resnet.ipynb"
     got = "\n".join(execute.text_outputs(execute.execute(path, root=root)))
     assert "4.8-19% of examples flip back" in got and "4.8-14% of examples flip back" not in got
+    assert "leaves\n  GREACE 64.8%" in got  # (67.6 + 10 + 56.4 + 60.3) / 3
     assert got != outputs(path)
