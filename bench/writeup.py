@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench import results
 from bench.claims import Sources, format_p, verdicts
+from bench.compare import across_seeds, compare
 from bench.report import build_tables, display
 from bench.rows import read_rows
 
@@ -105,8 +106,7 @@ class Study:
 
     @lru_cache(maxsize=None)
     def _against(self, reference: str) -> pd.DataFrame:
-        return results.compare(self.df, against=reference, epsilon=self.epsilon, cw_radius=self.cw_radius,
-                               seeds=True)
+        return across_seeds(compare(self.tables, reference))  # what results.compare(..., seeds=True) returns
 
     def diff(self, first: str, second: str, column: str) -> pd.Series:
         """``first`` minus ``second`` on ``column`` across seeds (comparison_seeds.csv's row)."""
