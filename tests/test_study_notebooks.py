@@ -198,3 +198,25 @@ def test_a_changed_result_changes_the_second_edition(tmp_path):
     assert "4.8-19% of examples flip back" in got and "4.8-14% of examples flip back" not in got
     assert "leaves\n  GREACE 64.8%" in got  # (67.6 + 10 + 56.4 + 60.3) / 3
     assert got != outputs(path)
+
+
+# --- the verdicts the notebooks recompute are the ones the report wrote ----------------------------
+
+FOLDERS = [("results/study", None, None), ("results/study-resnet", None, None),
+           ("results/study/eps0.02", 0.02, "results/study/robustness.csv"),
+           ("results/study/eps0.05", 0.05, "results/study/robustness.csv"),
+           ("results/study-resnet/eps0.0353", 0.0353, "results/study-resnet/robustness.csv")]
+
+
+@pytest.mark.parametrize("folder,epsilon,csv_path", FOLDERS, ids=[f[0] for f in FOLDERS])
+def test_recomputed_verdicts_equal_the_reports_verdicts_csv(folder, epsilon, csv_path):
+    from bench.writeup import Study
+    study = Study(folder, epsilon, csv=csv_path)
+    written = _csv(study.folder / "verdicts.csv")
+    assert len(study.verdicts) == len(written)
+    for new, old in zip(study.verdicts, written):
+        for key, value in new.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(float(old[key]), rel=1e-9, abs=1e-12), (folder, key, new, old)
+            else:
+                assert str(value) == old[key], (folder, key, new, old)
