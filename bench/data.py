@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.registry import Registry
+from bench.registry import Registry, suggest
 
 DEFAULT_DATA_DIR = Path(os.environ.get("GREAT_BENCH_DATA", Path.home() / ".cache" / "great-bench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -292,12 +292,28 @@ def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where(mask, x.flip(3), x)
 
 
+# Training augmentations by name (``[data] augment``; the run's identity records it). Every one
+# is batched on the batch's device and draws only from the run's generator, so a seed fixes it.
+# "crop" / "crop-flip": the paper's CIFAR-10/SVHN recipe (4-pixel zero padding, 4/32 of the side;
+# the defense supplement names no flip, its distillation supplement adds one). "crop2" /
+# "crop2-flip": 2-pixel padding for 28x28 images (Fashion-MNIST, MNIST), where the objects fill
+# the frame and 4 pixels would push a seventh of each side out (docs/paper-differences.md).
 AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "none": lambda x, g: x,
     "crop": lambda x, g: _pad_crop(x, 4, g),
     "flip": _flip,
     "crop-flip": lambda x, g: _flip(_pad_crop(x, 4, g), g),
+    "crop2": lambda x, g: _pad_crop(x, 2, g),
+    "crop2-flip": lambda x, g: _flip(_pad_crop(x, 2, g), g),
 }
+
+
+def check_augment(name: str, where: str = "data.augment") -> str:
+    """A known augmentation name, else an error naming the valid ones (and the nearest)."""
+    if not isinstance(name, str) or name not in AUGMENTATIONS:
+        hint = suggest(str(name), AUGMENTATIONS) if isinstance(name, str) else ""
+        raise BenchError(f"{where} = {name!r} is invalid{hint}; valid: {', '.join(AUGMENTATIONS)}")
+    return name
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -314,8 +330,7 @@ class Batches:
 
     def __init__(self, data: ImageData, batch_size: int, augment: str = "none",
                  shuffle: bool = True, drop_last: bool = False):
-        if augment not in AUGMENTATIONS:
-            raise BenchError(f"unknown augmentation {augment!r}; valid: {', '.join(AUGMENTATIONS)}")
+        check_augment(augment, "augmentation")
         if batch_size <= 0:
             raise BenchError(f"batch size must be positive, got {batch_size}")
         self.data, self.batch_size, self.augment = data, batch_size, augment

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
                           parse_value, positive_int, seed_list)
-from bench.data import DATASETS
+from bench.data import DATASETS, check_augment
 from bench.splits import DataSettings
 from bench.distill.settings import DistillSettings, resolve as resolve_distill
 from bench.errors import BenchError
@@ -200,6 +200,8 @@ def parse(cfg: dict[str, Any]) -> Settings:
     d = cfg["data"]
     check_keys(d, DataSettings.__dataclass_fields__, "data")
     DATASETS.get(str(d.get("dataset")))
+    if d.get("augment") is not None:
+        check_augment(d["augment"])
     data = DataSettings(str(d["dataset"]), positive_int(d.get("batch_size"), "data.batch_size"),
                         optional_positive_int(d.get("train_subset"), "data.train_subset"),
                         optional_positive_int(d.get("test_subset"), "data.test_subset"),
