@@ -66,6 +66,7 @@ from bench.rows import read_rows
 from bench.stats import claim_verdict, holm
 from defenses import DEFENSES
 
+FAMILY_DIR = Path(__file__).parent / "families"
 KEYS = ("name", "description", "dataset", "alpha", "cw_radius", "networks", "trained_as", "epsilons", "claims")
 WORST = {"Worst case Linf": "Linf", "Worst case L2": "L2"}  # their table names carry the radius
 COLUMN_NAMES = tuple(c.name for c in COLUMNS if c.attack != "train") + tuple(WORST)

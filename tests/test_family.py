@@ -223,3 +223,10 @@ def test_a_nominal_result_is_judged_on_its_holm_p(tmp_path, monkeypatch):
     _, got = _verdicts(_folder(tmp_path, _rows()))
     r = next(r for r in got if (r["first"], r["second"], r["epsilon_pixel"]) == ("great", "baseline", 0.1))
     assert r["p_value"] < 0.05 < r["p_holm"] and r["verdict"] == "cannot tell"
+
+
+def test_list_names_the_families_and_augmentations():
+    from bench.listing import lines
+    text = "\n".join(lines())
+    assert "verdict families (verdicts --family): bench/families/study-3.toml" in text
+    assert "augmentations ([data] augment): none, crop, flip, crop-flip, crop2, crop2-flip" in text
