@@ -14,8 +14,15 @@ measure (both methods present, two or more common seeds). Holm's step-down corre
 (``bench.stats.holm``) adjusts the family's two-sided p-values; a comparison *holds* when
 its adjusted p < 0.05 and the difference has the claimed sign, *does not hold* when the
 adjusted p < 0.05 and the sign is the opposite, and is *cannot tell* otherwise. A claim
-holds when all its comparisons hold, does not hold when any does not hold, and is cannot
-tell otherwise. The family-wise error rate over the whole family is 5%.
+(``claim_label``) does not hold when any comparison does not hold; otherwise it is *partly
+measured* when some of its comparisons could not be measured (a preset without FGSM-AT cannot
+show "GREACE alone is robust" from GREACE > baseline alone), holds when all hold, and is cannot
+tell otherwise. An unmeasured comparison of a partly measured claim gets a row of its own
+("not measured", no numbers). The family-wise error rate over the whole family is 5%.
+
+This per-folder family is derived from what a folder measured. A study's verdicts come from
+a pre-registered family instead (``bench.family``: one committed file, one Holm correction
+over every network and epsilon it names).
 """
 from __future__ import annotations
 
@@ -138,37 +145,79 @@ def _multitask(src: Sources, c: Comparison) -> list[tuple[str, AcrossSeeds, str]
     return [("multitask", seeds_only(a, b), metric)]
 
 
+NOT_MEASURED, PARTLY = "not measured", "partly measured"
+
+
+def claim_label(comparison_verdicts: list[str]) -> str:
+    """A claim's verdict from its comparisons' (module docstring: the rule). An unmeasured
+    comparison never lets a claim hold: it makes it "partly measured" (or "not measured" when
+    none was measured), unless a measured one already does not hold."""
+    labels = set(comparison_verdicts)
+    if "does not hold" in labels:
+        return "does not hold"
+    if NOT_MEASURED in labels:
+        return NOT_MEASURED if labels == {NOT_MEASURED} else PARTLY
+    return "holds" if labels == {"holds"} else "cannot tell"
+
+
+def is_measured(row: dict) -> bool:
+    return row["verdict"] != NOT_MEASURED
+
+
+def unmeasured_row(claim: str, c: Comparison, dataset: str, unit: str = "points") -> dict:
+    """The row of a comparison the results could not measure: its verdict, no numbers."""
+    nan = float("nan")
+    return {"claim": claim, "track": c.track, "dataset": dataset, "first": c.first, "second": c.second,
+            "column": c.column, "sign": c.sign, "seeds": 0, "n": 0, "diff": nan, "ci_low": nan, "ci_high": nan,
+            "p_value": nan, "p_holm": nan, "verdict": NOT_MEASURED, "unit": unit}
+
+
 def verdicts(src: Sources, claims: list[Claim] = CLAIMS, alpha: float = ALPHA) -> list[dict]:
     """One row (``FIELDS``) per measured comparison, Holm-adjusted over all of them, with
-    its verdict and its claim's verdict (module docstring: the rule)."""
-    rows = []
+    its verdict and its claim's verdict (module docstring: the rule); plus a "not measured"
+    row for each comparison a partly measured claim could not measure (outside Holm)."""
+    rows, missing = [], []
     for claim in claims:
+        mine = []
         for c in claim.comparisons:
-            for dataset, r, unit in MEASURES.get(c.track)(src, c):
+            got = MEASURES.get(c.track)(src, c)
+            if not got:
+                missing.append((claim.name, c))
+            for dataset, r, unit in got:
                 scale = 100.0 if unit == "points" else 1.0
-                rows.append({"claim": claim.name, "track": c.track, "dataset": dataset, "first": c.first,
+                mine.append({"claim": claim.name, "track": c.track, "dataset": dataset, "first": c.first,
                              "second": c.second, "column": c.column, "sign": c.sign, "seeds": r.seeds, "n": r.n,
                              "diff": scale * r.mean, "ci_low": scale * r.ci_low, "ci_high": scale * r.ci_high,
                              "p_value": r.p_value, "unit": unit})
+        rows += mine
     for row, adj in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_holm"] = adj
         row["verdict"] = claim_verdict(row["diff"], adj, row["sign"], alpha)
+    measured_claims = {r["claim"] for r in rows}
+    for name, c in missing:
+        if name in measured_claims:  # a claim with nothing measured stays out, as before
+            dataset = next(r["dataset"] for r in rows if r["claim"] == name)
+            rows.append(unmeasured_row(name, c, dataset))
+    order = {c.name: i for i, c in enumerate(claims)}
+    rows.sort(key=lambda r: order[r["claim"]])  # stable: each claim's comparisons in order
     for claim in claims:
         mine = [r for r in rows if r["claim"] == claim.name]
-        labels = {r["verdict"] for r in mine}
-        label = ("does not hold" if "does not hold" in labels else "holds" if labels == {"holds"} else "cannot tell")
+        label = claim_label([r["verdict"] for r in mine])
         for r in mine:
             r["claim_verdict"] = label
     return [{k: r[k] for k in FIELDS} for r in rows]
 
 
 def format_p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    p = float(p)
+    return "–" if p != p else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def format_difference(r: dict) -> str:
     """A verdict row's difference and 95% interval: '+1.2 [-0.4, +2.8]' in points, three
-    decimals for the multi-task errors (RMSE)."""
+    decimals for the multi-task errors (RMSE); "not measured" for an unmeasured comparison."""
+    if r["verdict"] == NOT_MEASURED:
+        return NOT_MEASURED
     d = 1 if r["unit"] == "points" else 3
     return f"{float(r['diff']):+.{d}f} [{float(r['ci_low']):+.{d}f}, {float(r['ci_high']):+.{d}f}]"
 
@@ -178,11 +227,15 @@ def verdicts_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     claims = list(dict.fromkeys(r["claim"] for r in rows))
+    n = sum(map(is_measured, rows))
+    unmeasured = (f" {len(rows) - n} comparison(s) below could not be measured: their claims are \"partly "
+                  f"measured\", never \"holds\"." if n < len(rows) else "")
     out = [f"**The paper's claims: verdicts by one rule** (bench/claims.py). Each comparison is measured across "
            f"training seeds, its 95% interval adding the seeds' paired t-interval and the test-sampling error; "
-           f"Holm's correction over the family of all {len(rows)} comparisons below; a comparison holds when its "
+           f"Holm's correction over the family of all {n} measured comparisons below; a comparison holds when its "
            f"Holm-adjusted p < {ALPHA} with the claimed sign, does not hold with the opposite sign, cannot tell "
-           f"otherwise. A claim holds when every comparison holds and does not hold when any does not.**", ""]
+           f"otherwise. A claim holds when every comparison holds and does not hold when any does not.{unmeasured}**",
+           ""]
     for name in claims:
         out.append(f"- **{name}: {next(r['claim_verdict'] for r in rows if r['claim'] == name)}**")
     out += ["", "| Claim | Comparison | Column | Difference [95% interval] | p | Holm p | Verdict |",
@@ -190,6 +243,6 @@ def verdicts_markdown(rows: list[dict]) -> str:
     for r in rows:
         sign = ">" if r["sign"] > 0 else "<"
         out.append(f"| {r['claim']} | {display(r['first'])} {sign} {display(r['second'])} ({r['dataset']}) | "
-                   f"{r['column']} | {format_difference(r)} {r['unit']} | "
+                   f"{r['column']} | {format_difference(r)}{' ' + r['unit'] if is_measured(r) else ''} | "
                    f"{format_p(r['p_value'])} | {format_p(r['p_holm'])} | {r['verdict']} |")
     return "\n".join(out) + "\n"

@@ -12,6 +12,14 @@ stronger than the paper's. The mean std would put part of the ball of the smalle
 outside the paper's. The two differ little (CIFAR-10: 0.2435 against a mean of 0.2507, 3%).
 One-channel data (MNIST, Fashion-MNIST) have one std and no choice.
 
+**Training radii.** A defense's hyper-parameters that are distances (``distance_hp``: FGSM-AT's
+``fgsm_eps``, PGD-AT's and TRADES' ``pgd_eps``, or what a user class declares in
+``distance_hyperparameters``) are written in the same units as the preset's ``[eval]`` distances
+and converted by the same ``to_pixels``, in ``Settings.method_hp``: with ``epsilon_units =
+"normalized"``, ``fgsm_eps = 0.2`` is the paper's supplement value and trains at 0.2 * std pixels.
+A run's identity and meta.json hold the pixel value (what determines the weights), its config the
+value as written.
+
 The std comes from the dataset registry (``bench.data.DATASETS``) and nowhere else. A preset
 says which units its ``[eval]`` distances are in (``eval.epsilon_units``); ``eval_settings``
 converts them to pixels once, so attack specs, rows and tables are in pixel units everywhere
@@ -31,6 +39,25 @@ UNITS = ("pixel", "normalized")
 # Sweep-string keys that are distances (converted); attack-specific parameters such as
 # fmn-warm's init_eps or cw's lr stay in pixel units.
 DISTANCE_KEYS = ("eps", "step")
+
+
+# Hyper-parameter keys that are distances in input space (any defense that reads them). A
+# defense class may name more in ``distance_hyperparameters``.
+DISTANCE_HP = ("fgsm_eps", "pgd_eps")
+
+
+def distance_hp(cls: type, keys: Sequence[str]) -> tuple[str, ...]:
+    """Which of a defense's hyper-parameter ``keys`` are distances, converted like eval epsilons."""
+    declared = (*DISTANCE_HP, *getattr(cls, "distance_hyperparameters", ()))
+    return tuple(k for k in keys if k in declared)
+
+
+def hp_to_pixels(hp: dict, cls: type, units: str, dataset: str) -> dict:
+    """``hp`` with its distance values (``distance_hp``) given in ``units`` rewritten in pixels."""
+    keys = distance_hp(cls, list(hp))
+    if check_units(units) == "pixel" or not keys:
+        return hp
+    return {**hp, **{k: to_pixels(hp[k], units, dataset) for k in keys}}
 
 
 def check_units(units: str, where: str = "eval.epsilon_units") -> str:

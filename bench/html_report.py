@@ -78,7 +78,7 @@ details { margin: 0.3em 0; } summary { cursor: pointer; }
 pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 12px; }
 ul.verdicts li { margin: 0.25em 0; } .verdict { font-weight: 700; padding: 0 0.3em; }
 .verdict.holds { background: #e3f4e1; } .verdict.does-not-hold { background: #fbe3e1; }
-.verdict.cannot-tell { background: #eee; }
+.verdict.cannot-tell, .verdict.partly-measured { background: #eee; }
 #summary img { max-width: 900px; }
 """
 
@@ -314,7 +314,8 @@ def key_comparison(mine: Sequence[dict]) -> dict:
     """The comparison that decides a claim's label (``bench.claims``): for "does not hold" the
     one that does not hold with the smallest Holm p; otherwise its weakest (largest Holm p)."""
     against = [r for r in mine if r["verdict"] == "does not hold"]
-    return min(against, key=lambda r: r["p_holm"]) if against else max(mine, key=lambda r: r["p_holm"])
+    measured = [r for r in mine if r["verdict"] != "not measured"]  # a partly measured claim's unmeasured rows
+    return min(against, key=lambda r: r["p_holm"]) if against else max(measured, key=lambda r: r["p_holm"])
 
 
 def verdict_lines(verdicts: Sequence[dict]) -> str:
@@ -327,6 +328,10 @@ def verdict_lines(verdicts: Sequence[dict]) -> str:
         d = 1 if r["unit"] == "points" else 3
         sign = ">" if r["sign"] > 0 else "<"
         more = f" (+{len(mine) - 1} more comparisons below)" if len(mine) > 1 else ""
+        missing = [m for m in mine if m["verdict"] == "not measured"]
+        if missing:
+            more += "; not measured: " + ", ".join(f"{display(m['first'])} {'>' if m['sign'] > 0 else '<'} "
+                                                   f"{display(m['second'])} on {m['column']}" for m in missing)
         p = "&lt;0.001" if r["p_holm"] < 0.001 else f"{r['p_holm']:.3f}"
         out.append(f'<li class="claim" data-verdict="{_e(label)}"><b>{_e(claim)}</b>: '
                    f'<span class="verdict {_e(label.replace(" ", "-"))}">{_e(label)}</span> — '

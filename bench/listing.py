@@ -8,8 +8,9 @@ from typing import Any
 
 from attacks.registry import ATTACKS
 from bench.config import preset_names
-from bench.data import DATASETS
+from bench.data import AUGMENTATIONS, DATASETS
 from bench.epsilon_units import epsilon_phrase, pixel_std, to_pixels
+from bench.family import FAMILY_DIR
 from bench.models import MODELS
 from bench.settings import Settings
 from defenses import DEFENSES
@@ -50,7 +51,10 @@ def lines(settings: Settings | None = None) -> list[str]:
         fmt = lambda v: "/".join(f"{x:.4g}" for x in v)
         out.append(f"  {d['dataset']:<{width}}  {d['channels']}x{d['size']}x{d['size']}, mean {fmt(d['mean'])}, "
                    f"std {fmt(d['std'])}; normalised {PAPER_EPSILON:g} = {d['normalized_0.1_in_pixels']:.4g} pixels")
-    out += ["presets:  " + ", ".join(preset_names()), "attacks:  " + ", ".join(ATTACKS.names())]
+    out += ["presets:  " + ", ".join(preset_names()), "attacks:  " + ", ".join(ATTACKS.names()),
+            "augmentations ([data] augment): " + ", ".join(AUGMENTATIONS),
+            "verdict families (verdicts --family): " + ", ".join(str(p.relative_to(FAMILY_DIR.parents[1]))
+                                                                  for p in sorted(FAMILY_DIR.glob("*.toml")))]
     if settings is not None:
         ev = settings.eval
         out.append(f"epsilon ({settings.preset}): eval.epsilon_units = {ev.epsilon_units!r}; eval.epsilon = "

@@ -25,10 +25,11 @@ from typing import Any, Sequence
 
 from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
                           parse_value, positive_int, seed_list)
-from bench.data import DATASETS
+from bench.data import DATASETS, check_augment
 from bench.splits import DataSettings
 from bench.distill.settings import DistillSettings, resolve as resolve_distill
 from bench.errors import BenchError
+from bench.epsilon_units import hp_to_pixels
 from bench.eval_settings import EvalSettings, eval_settings
 from bench.method import LR, Method, hp_keys, hp_kinds
 from bench.multitask.settings import MultiTaskSettings, settings_from
@@ -88,7 +89,8 @@ class Settings:
 
     def method_hp(self, name: str) -> dict[str, Any]:
         """What ``ctx.hp`` holds for this defense or variant: the class's defaults, ``[hp]``,
-        ``[defense_hp.<base>]``, ``[defense_hp.<name>]`` and the variant's own ``hp``."""
+        ``[defense_hp.<base>]``, ``[defense_hp.<name>]`` and the variant's own ``hp``; distances
+        (``fgsm_eps``, ...) in pixels, converted from ``eval.epsilon_units`` (``bench.epsilon_units``)."""
         base = self.base_defense(name)
         cls = defense_class(base)
         hp = {**cls.hp_defaults, **self.hp, **self.defense_hp.get(base, {})}
@@ -98,7 +100,8 @@ class Settings:
         missing = [k for k in cls.hyperparameters if k not in hp]
         if missing:
             raise BenchError(f"defense {name!r} needs hyper-parameters {missing} (set them under [hp])")
-        return hp
+        # training radii are in the units of the preset's eval distances (bench.epsilon_units)
+        return hp_to_pixels(hp, cls, self.eval.epsilon_units, self.data.dataset)
 
     def defenses_to_train(self) -> list[str]:
         """``train.defenses`` then every declared variant not listed there."""
@@ -200,6 +203,8 @@ def parse(cfg: dict[str, Any]) -> Settings:
     d = cfg["data"]
     check_keys(d, DataSettings.__dataclass_fields__, "data")
     DATASETS.get(str(d.get("dataset")))
+    if d.get("augment") is not None:
+        check_augment(d["augment"])
     data = DataSettings(str(d["dataset"]), positive_int(d.get("batch_size"), "data.batch_size"),
                         optional_positive_int(d.get("train_subset"), "data.train_subset"),
                         optional_positive_int(d.get("test_subset"), "data.test_subset"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.claims import CLAIMS, format_difference, format_p
+from bench.claims import CLAIMS, PARTLY, format_difference, format_p, is_measured
 from bench.errors import BenchError
 from bench.report import display
 from bench.rows import read_rows
@@ -22,18 +22,22 @@ def _deciding(rows: list[dict]) -> dict:
     largest Holm p); otherwise the comparison with the smallest Holm p among those that do
     not hold, which is an opposite-signed one (adjusted p < 0.05) when there is one, else the
     unsettled comparison closest to settling."""
-    if rows[0]["claim_verdict"] == "holds":
-        return max(rows, key=lambda r: float(r["p_holm"]))
-    return min((r for r in rows if r["verdict"] != "holds"), key=lambda r: float(r["p_holm"]))
+    measured = [r for r in rows if is_measured(r)]
+    if rows[0]["claim_verdict"] in ("holds", PARTLY) and all(r["verdict"] == "holds" for r in measured):
+        return max(measured, key=lambda r: float(r["p_holm"]))
+    return min((r for r in measured if r["verdict"] != "holds"), key=lambda r: float(r["p_holm"]))
 
 
 def _cell(rows: list[dict]) -> str:
     if not rows:
         return "not measured"
     r = _deciding(rows)
+    missing = [m for m in rows if not is_measured(m)]
+    unmeasured = ("; not measured: " + ", ".join(f"{display(m['first'])} − {display(m['second'])}, {m['column']}"
+                                                 for m in missing)) if missing else ""
     return (f"**{r['claim_verdict']}**: {display(r['first'])} − {display(r['second'])}, {r['column']}: "
             f"{format_difference(r)}{'' if r['unit'] == 'points' else ' ' + r['unit']}, "
-            f"Holm p {format_p(float(r['p_holm']))}")
+            f"Holm p {format_p(float(r['p_holm']))}{unmeasured}")
 
 
 def parse_columns(pairs: list[str]) -> list[tuple[str, Path]]:
@@ -66,5 +70,6 @@ def matrix_markdown(per: list[tuple[str, list[dict]]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         out.append("| " + " | ".join([name, *(_cell([r for r in rows if r["claim"] == name]) for _, rows in per)]) + " |")
-    out.append("| " + " | ".join(["Comparisons in the Holm family", *(str(len(rows)) for _, rows in per)]) + " |")
+    out.append("| " + " | ".join(["Comparisons in the Holm family",
+                                  *(str(sum(map(is_measured, rows))) for _, rows in per)]) + " |")
     return "\n".join(out) + "\n"

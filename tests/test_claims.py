@@ -86,3 +86,50 @@ def test_distillation_comparisons_use_the_unpaired_sampling_term():
 
 def test_unmeasured_comparisons_are_left_out_of_the_family():
     assert verdicts(Sources([], [], []), CLAIMS) == []
+
+
+def _greace_vs_baseline_tables(n=200):
+    """GREACE right on 180 of 200 iFGSM examples, the baseline on 20, on 3 seeds; no FGSM-AT."""
+    rows = []
+    for seed in (0, 1, 2):
+        ref = np.array([1] * 20 + [0] * (n - 20), bool)
+        new = np.array([1] * 180 + [0] * (n - 180), bool)
+        for d, bits in (("baseline", ref), ("greace", new)):
+            rows += [masks_row(d, "none", "untargeted", 0.0, [1] * n, seed),
+                     masks_row(d, "ifgsm", "untargeted", 0.1, bits, seed)]
+    return build_tables(rows, epsilon=0.1)
+
+
+def test_a_claim_with_an_unmeasured_comparison_is_partly_measured_never_holds():
+    """Without FGSM-AT, "GREACE alone is robust" has only GREACE > baseline, which holds: the
+    claim is "partly measured" (it used to be "holds"), the missing comparison gets a row of its
+    own outside the Holm family, and the markdown says so."""
+    claim = next(c for c in CLAIMS if c.name == "GREACE alone is robust")
+    got = verdicts(Sources(_greace_vs_baseline_tables(), [], []), [claim])
+    assert [(r["second"], r["verdict"]) for r in got] == [("baseline", "holds"), ("fgsm-at", "not measured")]
+    assert {r["claim_verdict"] for r in got} == {"partly measured"}
+    measured, missing = got
+    assert measured["p_holm"] == pytest.approx(measured["p_value"])  # a family of one: the unmeasured is outside
+    assert np.isnan(missing["p_value"]) and np.isnan(missing["diff"]) and missing["n"] == 0
+    md = verdicts_markdown(got)
+    assert "- **GREACE alone is robust: partly measured**" in md and "family of all 1 measured" in md
+    assert "| not measured | – | – | not measured |" in md
+
+
+def test_a_measured_refutation_still_decides_a_partly_measured_claim():
+    """An unmeasured comparison never rescues a claim whose measured comparison does not hold."""
+    flipped = Claim("flipped", "", (Comparison("robustness", "baseline", "greace", "Non-targeted iFGSM", +1),
+                                    Comparison("robustness", "baseline", "fgsm-at", "Non-targeted iFGSM", +1)))
+    got = verdicts(Sources(_greace_vs_baseline_tables(), [], []), [flipped])
+    assert [r["verdict"] for r in got] == ["does not hold", "not measured"]
+    assert {r["claim_verdict"] for r in got} == {"does not hold"}
+
+
+def test_claim_label_rule():
+    from bench.claims import claim_label
+    assert claim_label(["holds", "holds"]) == "holds"
+    assert claim_label(["holds", "not measured"]) == "partly measured"
+    assert claim_label(["cannot tell", "not measured"]) == "partly measured"
+    assert claim_label(["does not hold", "not measured"]) == "does not hold"
+    assert claim_label(["not measured", "not measured"]) == "not measured"
+    assert claim_label(["holds", "cannot tell"]) == "cannot tell"

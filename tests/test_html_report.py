@@ -254,3 +254,14 @@ def test_each_worst_case_column_names_the_attacks_it_covers():
     assert '<td class="attacks">apgd/untargeted autoattack/untargeted fgsm/untargeted</td>' in foot
     assert '<td class="attacks">fgsm/untargeted ifgsm/untargeted</td>' in foot
     assert "upper bound" in html
+
+
+def test_a_partly_measured_claims_line_names_the_missing_comparison():
+    from bench.html_report import verdict_lines
+
+    nan = float("nan")
+    held = _verdict("greace", "baseline", 0.0001, "holds", "partly measured", 30.0)
+    missing = {**_verdict("greace", "fgsm-at", nan, "not measured", "partly measured", nan), "p_value": nan}
+    line = verdict_lines([held, missing])
+    assert 'data-verdict="partly measured"' in line and "+30.0 [+28.0, +32.0] points" in line
+    assert "not measured: GREACE &gt; Adversarial on Non-targeted iFGSM" in line

@@ -57,3 +57,19 @@ def test_bad_columns_are_refused_with_what_is_valid(tmp_path):
         parse_columns(["results/study"])
     with pytest.raises(BenchError, match="verdicts.csv not found: write it with `great-bench report`"):
         parse_columns([f"x={tmp_path}"])
+
+
+def test_a_partly_measured_cell_names_what_was_not_measured(tmp_path):
+    import math
+    greace = CLAIMS[1].name
+    a = tmp_path / "a"
+    write_rows(a / "verdicts.csv", [
+        _row(greace, "greace", "baseline", "Non-targeted iFGSM", 40.0, 0.001, "holds", "partly measured"),
+        {**_row(greace, "greace", "fgsm-at", "Non-targeted iFGSM", math.nan, math.nan, "not measured",
+                "partly measured"), "p_value": math.nan, "n": 0, "seeds": 0},
+    ], FIELDS)
+    text = verdict_matrix(parse_columns([f"x={a}"]))
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    assert "**partly measured**: GREACE − Baseline, Non-targeted iFGSM: +40.0" in lines[greace]
+    assert "not measured: GREACE − Adversarial, Non-targeted iFGSM" in lines[greace]
+    assert lines["Comparisons in the Holm family"].endswith("| 1 |")
