@@ -28,7 +28,8 @@ from bench.models import ModelSpec, build_model
 from bench.method import Context, Ramp
 from defenses import DEFENSES
 
-HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1}
+HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1,
+      "pgd_eps": 0.1}
 SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
 RAMP = Ramp(5, 0.5, 0.5, 1.0)
 
