@@ -138,6 +138,34 @@ def test_attack_runs_in_eval_mode_and_restores_train_mode(cls):
     assert any(not torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
+def test_random_starts():
+    """PGD-AT: uniform in the eps-ball (Madry et al.); TRADES: x + 0.001 N(0, 1) (its reference code)."""
+    x = torch.full((64, 1, 8, 8), 0.5)
+    torch.manual_seed(0)
+    d_pgd = make(PGDAdversarialTraining, TinyNet()).start(x) - x
+    d_trades = make(TRADES, TinyNet()).start(x) - x
+    assert d_pgd.abs().max() <= EPS and d_pgd.abs().max() > 0.99 * EPS
+    assert float(d_pgd.std()) == pytest.approx(EPS / 3 ** 0.5, rel=0.05) and abs(float(d_pgd.mean())) < 0.01 * EPS
+    assert float(d_trades.std()) == pytest.approx(0.001, rel=0.05) and abs(float(d_trades.mean())) < 1e-4
+
+
+def test_trades_inner_loss_is_the_kl_against_the_eval_mode_clean_prediction():
+    """What TRADES' PGD ascends: sum_i KL(f(x_i) || f(x'_i)), f in eval mode (batch size times
+    the batch-mean KL), and not the cross-entropy."""
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    x, y = images(8, size=8)
+    x = x.double()
+    x_adv = project(x + 0.05 * torch.randn_like(x), x, EPS)
+    d = make(TRADES, model)
+    model.train()
+    loss = d.inner_loss(x, y)  # the clean target: eval mode even when built from train mode
+    model.eval()
+    with torch.no_grad():
+        got, want = loss(x_adv), len(x) * manual_kl(model(x_adv), model(x))
+    torch.testing.assert_close(got, want)
+
+
 def test_step_size_defaults_scale_with_epsilon():
     """Default k: PGD-AT 7 (Madry et al.'s CIFAR-10), TRADES 10 (its reference code); step 2.5 eps / k."""
     pgd, trades = make(PGDAdversarialTraining, TinyNet()), make(TRADES, TinyNet())
@@ -199,7 +227,7 @@ def test_pgd_at_loss_is_ce_at_its_adversarial():
     assert not torch.equal(x_adv, x)
     loss, logs = d.losses(x, y, x_adv)
     torch.testing.assert_close(loss, F.cross_entropy(model(x_adv), y))
-    assert float(logs["adv_loss"]) == pytest.approx(float(loss))
+    assert float(logs["adv_loss"]) == pytest.approx(float(loss.detach()))
 
 
 def _independent_loss(name, model, x, y, x_adv):
