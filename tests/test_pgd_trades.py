@@ -145,7 +145,7 @@ def test_random_starts():
     d_pgd = make(PGDAdversarialTraining, TinyNet()).start(x) - x
     d_trades = make(TRADES, TinyNet()).start(x) - x
     assert d_pgd.abs().max() <= EPS and d_pgd.abs().max() > 0.99 * EPS
-    assert float(d_pgd.std()) == pytest.approx(EPS / 3 ** 0.5, rel=0.05) and abs(float(d_pgd.mean())) < 0.01 * EPS
+    assert float(d_pgd.std()) == pytest.approx(EPS / 3 ** 0.5, rel=0.05) and abs(float(d_pgd.mean())) < 0.05 * EPS
     assert float(d_trades.std()) == pytest.approx(0.001, rel=0.05) and abs(float(d_trades.mean())) < 1e-4
 
 
