@@ -2,7 +2,8 @@
 
 The `quick` model (small-cnn) on a 1x28x28 batch of 128, with the alpha/beta ramps past
 zero so GREAT really builds its second-order graph (the paper's gradient, p_y - 1
-differentiated). Every defense is built once; then, round after round, each takes one
+differentiated), and PGD-AT and TRADES at their default inner steps (k = 7 and 10, eps 0.1).
+Every registered defense is built once; then, round after round, each takes one
 step in a rotated order, so slow drifts of a shared machine's load hit all of them alike.
 Reported: the median step time of each defense, the ratio of its median to baseline's,
 and the median of the per-round ratios. Nothing is asserted about time.
