@@ -93,14 +93,18 @@ def check_keys(table: dict[str, Any], valid, where: str, what: str = "keys") -> 
 
 
 def check_hp_values(hp: dict[str, Any], where: str = "hp") -> None:
-    """Hyper-parameters: numbers finite and >= 0; the FGSM epsilon in [0, 1]; the clean weight in [0, 1]."""
+    """Hyper-parameters: numbers finite and >= 0; the FGSM and PGD epsilons in [0, 1]; the clean
+    weight in [0, 1]; the PGD step count a positive integer."""
     for k, v in hp.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if not math.isfinite(v) or v < 0:
             raise BenchError(f"{where}.{k} = {v!r} is invalid: hyper-parameters must be finite and >= 0")
-    if "fgsm_eps" in hp:
-        check_epsilon(hp["fgsm_eps"], f"{where}.fgsm_eps")
+    for key in ("fgsm_eps", "pgd_eps"):
+        if key in hp:
+            check_epsilon(hp[key], f"{where}.{key}")
+    if "pgd_steps" in hp:
+        positive_int(hp["pgd_steps"], f"{where}.pgd_steps")
     if isinstance(hp.get("fgsm_mix"), (int, float)) and hp["fgsm_mix"] > 1:
         raise BenchError(f"{where}.fgsm_mix = {hp['fgsm_mix']} is invalid: the clean weight lies in [0, 1]")
 

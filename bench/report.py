@@ -33,6 +33,7 @@ from bench.worst_case import WORST, worst_case_rows
 DISPLAY = {
     "baseline": "Baseline", "fgsm-at": "Adversarial", "adv-backprop": "Adv. backprop", "greace": "GREACE",
     "great": "GREAT", "great-ce": "GRE(AT+CE)", "datagrad-l1": "DataGrad-L1", "datagrad-l2": "DataGrad-L2",
+    "pgd-at": "PGD-AT", "trades": "TRADES",
 }
 
 

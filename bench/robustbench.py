@@ -70,6 +70,12 @@ PAPERS = {
                           "arXiv, Oct 2015", "https://arxiv.org/abs/1510.04189"),
     "datagrad-l1": Paper("Unifying Adversarial Training Algorithms with Data Gradient Regularization",
                          "Alexander G. Ororbia II, Daniel Kifer, C. Lee Giles", "Neural Computation 2017"),
+    "pgd-at": Paper("Towards Deep Learning Models Resistant to Adversarial Attacks",
+                    "Aleksander Madry, Aleksandar Makelov, Ludwig Schmidt, Dimitris Tsipras, Adrian Vladu",
+                    "ICLR 2018", "https://arxiv.org/abs/1706.06083"),
+    "trades": Paper("Theoretically Principled Trade-off between Robustness and Accuracy",
+                    "Hongyang Zhang, Yaodong Yu, Jiantao Jiao, Eric P. Xing, Laurent El Ghaoui, Michael I. Jordan",
+                    "ICML 2019", "https://arxiv.org/abs/1901.08573"),
     "baseline": Paper("Standard training", "", ""),
 }
 PAPERS["greace"] = PAPERS["great-ce"] = PAPERS["great"]

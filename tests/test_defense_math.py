@@ -17,7 +17,8 @@ from defenses.great import GREACE, GREAT, GREATCE, greace_term
 from defenses.gradients import grad_reverse, masked_input_gradient
 
 SPEC = ModelSpec(1, 8, 4, (0.5,), (0.25,))
-HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1}
+HP = {"lr": 1e-3, "alpha_max": 1.0, "beta_max": 2.0, "fgsm_eps": 0.1, "fgsm_mix": 0.5, "datagrad_lambda": 0.1,
+      "pgd_eps": 0.1}
 
 
 class TinyNet(nn.Module):
