@@ -5,7 +5,8 @@
 as for FGSM-AT's ``fgsm_eps``) by ``steps`` steps x' <- proj(x' + step * sign(grad)).
 
 ``PGDDefense`` is the base of the defenses that train on such an adversarial: it reads the
-shared hyper-parameters ``pgd_eps`` (pixel units, in [0, 1]), ``pgd_steps`` (k) and
+shared hyper-parameters ``pgd_eps`` (written in the preset's ``eval.epsilon_units`` and converted
+to pixels, like ``fgsm_eps``, before it reaches a defense; in [0, 1] here), ``pgd_steps`` (k) and
 ``pgd_step_scale`` (the step is ``pgd_step_scale * pgd_eps / pgd_steps``) and attacks in eval
 mode. Being a base class, this file is hashed into its subclasses' code version.
 

@@ -276,9 +276,10 @@ def test_bad_hyper_parameters_are_refused(key, value, message):
         parse(cfg)
 
 
-def test_registered_and_in_the_quick_preset():
+def test_registered_and_configured_by_the_quick_preset():
+    """Registered; the quick preset sets their radius (they are not in its default list: they
+    would add about 12 minutes to the demo, issue 27's budget is 5)."""
     assert {"pgd-at", "trades"} <= set(DEFENSES.names())
     assert all(issubclass(DEFENSES.get(n), PGDDefense) for n in ("pgd-at", "trades"))
     s = parse(load_preset("quick"))
-    assert {"pgd-at", "trades"} <= set(s.train.defenses)
     assert s.method_hp("pgd-at")["pgd_eps"] == s.eval.epsilon == s.method_hp("trades")["pgd_eps"]
