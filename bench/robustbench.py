@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from attacks.adversarial_store import adversarial_path
+from attacks.adversarial_store import existing_adversarial_path
 from attacks.registry import ATTACKS
 from attacks.row_schema import ATTACK, CASCADE, row_kind
 from bench import results as R
@@ -125,10 +125,11 @@ def _flags(results: Path, rows: list[dict]) -> pd.DataFrame:
     return df.astype({"seed": str})
 
 
-def _evidence(results: Path, dataset: str, defense: str, seed: str, sha: str) -> dict[str, str] | None:
-    """The saved adversarial examples behind the numbers (``great-bench verify``), if any."""
-    path = adversarial_path(results, dataset, defense, seed, sha)
-    if not path.is_file():
+def _evidence(results: Path, dataset: str, defense: str, seed: str, sha: str, eval_seed: int) -> dict[str, str] | None:
+    """The saved adversarial examples behind the numbers (``great-bench verify``): the file of the
+    evaluation seed the numbers came from, if any."""
+    path = existing_adversarial_path(results, dataset, defense, seed, sha, eval_seed)
+    if path is None:
         return None
     return {"path": path.relative_to(results).as_posix(), "sha256": sha256_file(path)}
 
@@ -183,9 +184,12 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
             raise BenchError(f"{defense} seed {seed_text}: no clean row (attack 'none') in {results}; "
                              "the export needs the clean accuracy")
         clean = clean.iloc[-1]
-        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9)
+        # every number of one file from one evaluation (seed): the clean row's, whose examples file it names
+        same_eval = g["eval_seed"] == clean["eval_seed"]
+        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9) & same_eval
         worst = g[at & (g["attack"] == WORST)]
         aa = attacks[(attacks["checkpoint_sha256"] == sha) & (attacks["defense"] == defense)
+                     & (attacks["eval_seed"] == clean["eval_seed"])
                      & (attacks["norm"] == norm) & ((attacks["epsilon"] - epsilon).abs() < 1e-9)
                      & (attacks["attack"] == "autoattack")]
         full = FULL_TEST_SET.get(dataset)
@@ -258,7 +262,7 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
                  "ci_high_pct": round(float(p["ci_high_pct"]), 4), "p_value": float(p["p_value"]),
                  "verdict": p["verdict"]} for _, p in paired.iterrows()],
             "masking_flags": flagged,
-            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha),
+            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha, int(clean["eval_seed"])),
             "versions": {k: clean[k] for k in ("torch", "torchattacks", "foolbox", "great_bench") if k in clean},
         }
         name = f"{defense}_seed{seed_text}" if seed_text else str(defense)

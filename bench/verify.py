@@ -166,8 +166,8 @@ def verify(results: str | Path, *, data_dir: str | None = None, device: str | No
         meta = read_adversarials(path).meta
         key = (meta["defense"], meta["seed"], meta["checkpoint_sha256"], meta["eval_seed"])
         mine = worst[(keys == list(key)).all(axis=1)]
-        if mine.empty:
-            continue  # a file of a model the rows no longer hold (re-trained since)
+        if mine.empty or key in seen:  # re-trained since; or an older-named file of a model already checked
+            continue
         seen.add(key)
         rows = df[(df["checkpoint_sha256"] == key[2]) & (df["attack"] != WORST)]
         out += verify_file(path, mine, rows["source"].iloc[0], data_dir=data_dir, device=dev)
