@@ -251,8 +251,9 @@ def check_folder(results: str | Path, *, cw_radius: float = 1.0, exports: Sequen
     results = Path(results)
     out = Published()
     csv = results / "robustness.csv"
-    rows = upgrade_rows(csv, read_rows(csv))
-    check_rows(rows, out)
+    raw = read_rows(csv)
+    check_rows(raw, out)  # as written: the upgrade of older files recomputes their intervals
+    rows = upgrade_rows(csv, raw)
     if (results / "worst_case.csv").is_file():
         check_worst_case(rows, read_rows(results / "worst_case.csv"), out)
     table = read_rows(results / "table.csv")
