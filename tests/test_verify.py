@@ -312,3 +312,31 @@ def test_masks_breaking_as_many_other_examples_disagree(evaluated, tmp_path, cap
     assert len(bad) == 1 and "fgsm-at seed 0 Linf eps 0.1" in bad[0], out
     assert "same count, other examples" in bad[0] and "on 2 example(s)" in bad[0]
     assert f"({min(a, b)}, {max(a, b)})" in bad[0]
+
+
+def test_two_evaluation_seeds_keep_two_files(evaluated, tmp_path, capsys):
+    """Saving at evaluation seed 1 keeps seed 0's file (mutation: the path without the evaluation
+    seed replaces it, and seed 0's cells fail); the export names the file of its numbers' seed."""
+    results = _copy(evaluated[0], tmp_path / "r")
+    first = results / "adversarial" / "fashion-mnist" / "baseline" / "seed0.eval0.safetensors"
+    before = first.read_bytes()
+    _evaluate(evaluated[1][:1], results / "robustness.csv", SWEEP[:2], "--seed", "1", "--save-adv")
+    second = first.with_name("seed0.eval1.safetensors")
+    assert first.read_bytes() == before and read_adversarials(second).meta["eval_seed"] == "1"
+    assert main(["verify", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "12 of 12 worst-case cells verified" in out, out
+    infos = model_infos(results, epsilon=0.1)
+    base = next(i for i in infos.values() if i["great_bench"]["defense"] == "baseline")
+    seed = base["great_bench"]["eval_seed"]
+    assert base["great_bench"]["adversarial_examples"]["path"].endswith(f"seed0.eval{seed}.safetensors")
+
+
+def test_files_named_before_the_evaluation_seed_are_still_read(evaluated, tmp_path, capsys):
+    results = _copy(evaluated[0], tmp_path / "r")
+    for f in (results / "adversarial").rglob("*.eval0.safetensors"):
+        f.rename(f.with_name(f.name.replace(".eval0", "")))
+    assert main(["verify", str(results)]) == 0
+    assert "10 of 10 worst-case cells verified" in capsys.readouterr().out
+    info = next(iter(model_infos(results, epsilon=0.1).values()))
+    assert info["great_bench"]["adversarial_examples"]["path"].endswith("/seed0.safetensors")
