@@ -40,9 +40,8 @@ from bench.atomic import write_text
 from bench.checkpoint import sha256_file
 from bench.errors import BenchError
 from bench.masking import as_rows, masking_checks
-from bench.config import load_preset
+from bench.folder_settings import settings_for
 from bench.rows import read_rows
-from bench.settings import parse
 from bench.worst_case import WORST
 
 # Test-set sizes of the datasets' official splits: AutoAttack counts for RobustBench only on all of it.
@@ -285,18 +284,13 @@ def write_model_infos(infos: dict[Path, dict[str, Any]], out_dir: str | Path) ->
 def export_robustbench(results: str | Path, out_dir: str | Path, *, preset: str | None = None, norm: str = "Linf",
                        epsilon: float | None = None, info: str | Path | None = None, against: str | None = None,
                        quiet: bool = False) -> list[Path]:
-    """``great-bench export --format robustbench``: the preset that wrote ``results`` (default:
-    the folder's name, as ``results/<preset>``) gives the threat model's epsilon (eval.epsilon
+    """``great-bench export --format robustbench``: the settings that wrote ``results`` (``--preset``,
+    else its settings.json, else the preset named like the folder, ``bench.folder_settings``) give the threat model's epsilon (eval.epsilon
     for Linf, eval.cw_radius for L2) and the architecture; then one file per model."""
     results = Path(results)
-    name = preset or results.resolve().name
-    try:
-        cfg = load_preset(name)
-    except BenchError as exc:
-        raise BenchError(f"cannot tell which preset wrote {results} ({exc}); pass --preset NAME") from None
+    s = settings_for(results, preset)
     if norm not in ("Linf", "L2"):
         raise BenchError(f"--norm {norm!r}: RobustBench's threat models are Linf and L2")
-    s = parse(cfg)
     settings = s.eval
     eps = epsilon if epsilon is not None else (settings.epsilon if norm == "Linf" else settings.cw_radius)
     infos = model_infos(results, epsilon=float(eps), norm=norm, architecture=s.model.name,

@@ -33,6 +33,7 @@ from attacks.subjects import data_of_meta, eval_set_for
 from bench import results as R
 from bench.checkpoint import load_run, read_meta, sha256_file
 from bench.errors import BenchError
+from bench.folder_settings import settings_for
 from bench.published import check_folder
 from bench.train import resolve_device
 from bench.worst_case import WORST
@@ -185,6 +186,10 @@ def run_verify(results: str | Path, *, data_dir: str | None = None, device: str 
     cell, a summary); 0 when everything agrees, else 1."""
     results = Path(results)
     R._csv_path(results)  # a clear error when there are no rows
+    try:  # the table's CW radius when the folder says what made it (table.csv names it otherwise)
+        cw_radius = settings_for(results).eval.cw_radius
+    except BenchError:
+        pass
     published = check_folder(results, cw_radius=cw_radius, exports=[Path(e) for e in exports])
     for d in published.disagreements:
         print(d.line())

@@ -340,3 +340,31 @@ def test_files_named_before_the_evaluation_seed_are_still_read(evaluated, tmp_pa
     assert "10 of 10 worst-case cells verified" in capsys.readouterr().out
     info = next(iter(model_infos(results, epsilon=0.1).values()))
     assert info["great_bench"]["adversarial_examples"]["path"].endswith("/seed0.safetensors")
+
+
+def test_a_folder_made_by_evaluate_describes_itself(evaluated, tmp_path, capsys):
+    """Issue 28 item 3: evaluate writes settings.json, so report, export and verify need no
+    --preset on a folder not named after one (mutations: evaluate not writing it; export or
+    report not reading it). The generated report then verifies number by number (item 1)."""
+    import json
+
+    results = _copy(evaluated[0], tmp_path / "mine")
+    record = json.loads((results / "settings.json").read_text())
+    assert record["preset"] == "smoke" and record["config"]["eval"]["n_test"] == 96
+    assert record["config"]["eval"]["save_adv"] is True
+    assert main(["report", "--results", str(results), "--quiet"]) == 0
+    assert {"table.csv", "table.md", "worst_case.csv"} <= {p.name for p in results.iterdir()}
+    assert main(["export", "--format", "robustbench", str(results), str(tmp_path / "out"), "--quiet"]) == 0
+    info = json.loads((tmp_path / "out" / "fashion-mnist" / "Linf" / "fgsm-at_seed0.json").read_text())
+    assert info["architecture"] == "small-cnn" and "preset smoke" in info["footnote"]
+    capsys.readouterr()
+    assert main(["verify", str(results), "--export", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "DISAGREE" not in out and "10 of 10 worst-case cells verified" in out
+    published = next(line for line in out.splitlines() if line.startswith("published numbers"))
+    for f in ("robustness.csv", "worst_case.csv 10", "table.csv", "table.md", "fgsm-at_seed0.json 1"):
+        assert f in published, published
+    # an older folder without the file and not named after a preset: a clear error
+    (results / "settings.json").unlink()
+    assert main(["export", "--format", "robustbench", str(results), str(tmp_path / "out2")]) == 2
+    assert "has no settings.json" in capsys.readouterr().err and not (tmp_path / "out2").exists()
