@@ -13,9 +13,12 @@ from its tidy rows:
   the accuracy of no model. The across-seeds mean and interval go into the extra fields.
 - ``autoattack_acc``: only where standard AutoAttack (100 APGD steps, 5000 Square queries)
   ran at the threat model's epsilon on the dataset's full test set, as RobustBench requires;
-  otherwise empty, and the footnote says what ran instead.
+  otherwise the field is left out (RobustBench's reader, ``list_available_models``, converts
+  every accuracy field it finds with ``float()``, and ranks by ``external`` first), and the
+  footnote says what ran instead; the number on fewer images is in the ``great_bench`` extras.
 - ``external``: great-bench's per-example worst case over all its attacks at that epsilon
-  (``bench.worst_case``), on the examples every attack ran on (its n is in the extras).
+  (``bench.worst_case``), on the examples every attack ran on (its n is in the extras). A
+  model with no attack at the threat model's epsilon is refused: no robust accuracy to list.
 - ``unreliable``: a gradient-masking check (``bench.masking``) flagged the model.
 - ``reported``: empty (great-bench re-trains the methods; it is not the paper's number).
 - ``great_bench``: an extra object RobustBench ignores, with n and the 95% interval of every
@@ -198,25 +201,28 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
         if not aa_full.empty:
             aa_acc = pct(aa_full.sort_values("n").iloc[-1]["accuracy"])
         else:
-            aa_acc = ""
+            aa_acc = None  # left out of the file: RobustBench reads every field it finds as a number
             if aa.empty:
-                notes.append(f"autoattack_acc is empty: standard AutoAttack did not run at {norm} eps "
+                notes.append(f"autoattack_acc is left out: standard AutoAttack did not run at {norm} eps "
                              f"{eps_text(epsilon)}.")
             elif aa_std.empty and (aa.apply(row_kind, axis=1) == CASCADE).all():
-                notes.append("autoattack_acc is empty: AutoAttack ran as a cascade, on the examples the attacks "
+                notes.append("autoattack_acc is left out: AutoAttack ran as a cascade, on the examples the attacks "
                              "before it left correct, so its number is a worst case over those attacks and "
                              "AutoAttack, not AutoAttack's own accuracy.")
             elif aa_std.empty:
-                notes.append("autoattack_acc is empty: the AutoAttack run used non-standard settings.")
+                notes.append("autoattack_acc is left out: the AutoAttack run used non-standard settings.")
             else:
                 n = int(aa_std["n"].max())
                 total = f"{full:,}" if full else "an unknown number of"
-                notes.append(f"autoattack_acc is empty: standard AutoAttack ran on {n:,} of the {total} {dataset} "
+                notes.append(f"autoattack_acc is left out: standard AutoAttack ran on {n:,} of the {total} {dataset} "
                              f"test images (RobustBench needs the full test set); on those {n} it gives "
                              f"{pct(aa_std.sort_values('n').iloc[-1]['accuracy'])}%.")
         if worst.empty:
-            external = ""
-            notes.append(f"external is empty: no attack ran at {norm} eps {eps_text(epsilon)}.")
+            ran = sorted({float(e) for e in g.loc[(g["norm"] == norm) & (g["attack"] == WORST), "epsilon"]})
+            raise BenchError(f"{defense} seed {seed_text or '-'}: no attack ran at {norm} eps {eps_text(epsilon)} in "
+                             f"{results}, so there is no robust accuracy to export for that threat model; "
+                             f"{norm} epsilons with attack rows: {', '.join(f'{e:g}' for e in ran) or 'none'} "
+                             "(pass --epsilon, or --norm)")
         else:
             w = worst.iloc[0]
             external = pct(w["accuracy"])
@@ -243,6 +249,8 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
             "autoattack_acc": aa_acc, "external": external, "footnote": " ".join(notes),
             "unreliable": bool(flagged),
         }
+        if aa_acc is None:
+            del obj["autoattack_acc"]
         obj.update(extra.get(str(defense), {}))
         obj["great_bench"] = {
             "defense": defense, "base_defense": base, "seed": None if not seed_text else int(seed_text),
