@@ -8,7 +8,7 @@ c grows tenfold until an adversarial is found, then bisects), keeping per exampl
 smallest successful perturbation over all search steps and iterations.
 
 foolbox's ``L2CarliniWagnerAttack`` does exactly this with per-example constants; it is
-used rather than hand-written code (README, "Why foolbox for the L2 column"). Examples the
+used rather than hand-written code (docs/protocol.md, "Why foolbox for the L2 column"). Examples the
 attack did not break come back unperturbed, so the harness sees them as correctly
 classified at every radius.
 """

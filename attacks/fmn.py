@@ -2,8 +2,8 @@
 
 Hand-written because foolbox 3.3.4's ``L2FMNAttack`` does not project: its
 ``project`` computes ``min(1, norms / norms)`` (always 1) from the norm of the image
-instead of the perturbation, so its perturbations never shrink (README, "Why foolbox
-for the L2 column"). This follows the authors' reference code
+instead of the perturbation, so its perturbations never shrink (docs/protocol.md, "Why
+foolbox for the L2 column"). This follows the authors' reference code
 (github.com/pralab/Fast-Minimum-Norm-FMN-Attack) for the L2 case.
 
 Per example, with the logit margin ``loss = z_y - max_{j != y} z_j`` (targeted:

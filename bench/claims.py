@@ -19,7 +19,7 @@ tell otherwise. The family-wise error rate over the whole family is 5%.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -102,7 +102,7 @@ def _robustness(src: Sources, c: Comparison) -> list[tuple[str, AcrossSeeds, str
     for t in src.tables:
         if c.first not in t.defenses or c.second not in t.defenses:
             continue
-        comp = compare([t], c.second)
+        comp = compare([replace(t, defenses=[c.first])], c.second)  # only the pair this comparison needs
         s = across_seeds(comp)  # paired_across_seeds per defense and column
         s = s[(s["defense"] == c.first) & (s["column"] == c.column)] if not s.empty else s
         for _, r in s.iterrows():

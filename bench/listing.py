@@ -14,7 +14,7 @@ from bench.models import MODELS
 from bench.settings import Settings
 from defenses import DEFENSES
 
-PAPER_EPSILON = 0.1  # the paper's Table 1 epsilon, read as normalised units (README)
+PAPER_EPSILON = 0.1  # the paper's Table 1 epsilon, read as normalised units (docs/protocol.md, "Epsilon units")
 
 
 def _first_sentence(doc: str | None) -> str:

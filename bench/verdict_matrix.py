@@ -55,9 +55,14 @@ def parse_columns(pairs: list[str]) -> list[tuple[str, Path]]:
 def verdict_matrix(columns: list[tuple[str, Path]]) -> str:
     """Markdown: a row per claim of ``bench.claims.CLAIMS`` (in its order) measured in at least
     one folder, a column per folder, and a last row with each folder's family size."""
-    per = [(label, read_rows(folder / "verdicts.csv")) for label, folder in columns]
+    return matrix_markdown([(f"{label} (`{folder}`)", read_rows(folder / "verdicts.csv")) for label, folder in columns])
+
+
+def matrix_markdown(per: list[tuple[str, list[dict]]]) -> str:
+    """The same table from (column label, verdict rows) pairs, e.g. rows recomputed by
+    ``bench.claims.verdicts`` (the study notebooks)."""
     names = [c.name for c in CLAIMS if any(r["claim"] == c.name for _, rows in per for r in rows)]
-    head = ["Claim", *(f"{label} (`{folder}`)" for label, folder in columns)]
+    head = ["Claim", *(label for label, _ in per)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         out.append("| " + " | ".join([name, *(_cell([r for r in rows if r["claim"] == name]) for _, rows in per)]) + " |")

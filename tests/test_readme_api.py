@@ -19,3 +19,18 @@ def test_readme_api_example_runs_as_printed(tmp_path, monkeypatch, capsys):
     assert "great-a01" in table  # the variant is its own row
     assert (tmp_path / "results" / "api-all" / "acc_vs_eps.png").is_file()
     assert len(list((tmp_path / "runs" / "api").rglob("meta.json"))) == 3
+
+
+def test_readme_reads_in_ten_minutes():
+    """At most 400 lines: protocol, statistics, performance and the studies live in docs/."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 400, f"README.md has {len(lines)} lines; move detail to docs/ (at most 400)"
+
+
+def test_readme_links_resolve():
+    """Every relative link of the README points at a file of the repository."""
+    import re as _re
+    readme = (ROOT / "README.md").read_text()
+    missing = [t for t in _re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+               if not t.startswith("http") and not (ROOT / t).exists()]
+    assert not missing, missing
