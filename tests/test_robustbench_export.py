@@ -178,3 +178,25 @@ def test_export_needs_a_known_preset(tmp_path, capsys):
     assert main(["export", "--format", "robustbench", str(tmp_path / "mine"), str(tmp_path / "out")]) == 2
     assert "pass --preset" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_clean_accuracy_comes_from_the_largest_clean_row(tmp_path):
+    """A model evaluated on 100 images, then on 10,000: the export takes the clean row with the
+    most images (mutation: iloc[0] for iloc[-1] where the export picks the clean row)."""
+    from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval
+    import torch
+
+    results = _synthetic(tmp_path / "r", 10_000)
+    rows = _csv(results / "robustness.csv")
+    small = dict(rows[0])
+    mask = np.zeros(100, dtype=bool)
+    mask[:37] = True
+    small.update(n=100, accuracy=0.37, correct_mask=pack_mask(torch.from_numpy(mask)))
+    rows.insert(0, with_interval(small))
+    with open(results / "robustness.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    (info,) = model_infos(results, epsilon=8 / 255).values()
+    assert info["clean_acc"] == _pct(rows[1]["accuracy"]) != "37.00"
+    assert info["great_bench"]["clean"]["n"] == 10_000
