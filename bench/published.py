@@ -28,6 +28,7 @@ import pandas as pd
 
 from attacks.row_schema import unpack_mask, upgrade_rows
 from bench.report import build_tables, table_frame
+from bench.robustbench import model_infos
 from bench.rows import read_rows
 from bench.stats import wilson
 from bench.worst_case import worst_case_rows
@@ -211,8 +212,6 @@ EXPORT_EXTRAS = ("clean", "external", "autoattack")
 
 def check_exports(results: Path, files: Sequence[Path], out: Published) -> None:
     """Each exported RobustBench file's accuracy fields against the export recomputed from the rows."""
-    from bench.robustbench import model_infos  # the export reads the rows through bench.results
-
     by_threat: dict[tuple[str, float], dict] = {}
     for f in files:
         try:
