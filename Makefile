@@ -9,6 +9,12 @@ STAMP  := $(VENV)/.installed
 # load against the torch build they were made for.
 TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 TORCHATTACKS := torchattacks==3.5.1
+# RobustBench's own reader (robustbench/utils.py) for the test that reads our export with it:
+# the package and what utils.py imports, each --no-deps, in a folder of its own (not on the
+# venv's path: its model zoo and autoattack, a GitHub-only package, are never imported).
+RB_READER_DIR := $(VENV)/robustbench-1.1.1
+RB_READER := robustbench==1.1.1 timm==1.0.31 gdown==5.2.0 huggingface_hub==0.36.2 beautifulsoup4==4.15.0 \
+             soupsieve==4.1.3
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: demo test bench notebooks install data browser clean-venv
@@ -37,11 +43,13 @@ install: $(STAMP)
 #   torchattacks' dependencies (numpy, scipy, tqdm) re-checks it and prints a dependency-
 #   resolver error line, so nothing may be installed after it.
 # - The ray extra so that the tests run `run --executor ray` against a real local Ray.
+# - RobustBench's reader into its own --target folder, --no-deps: no resolver check of the venv.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	PIP_FIND_LINKS= $(PIP) install -q $(TORCH_PAIR)
 	$(PIP) install -q -e '.[test,ray]'
+	$(PIP) install -q --no-deps --upgrade --target $(RB_READER_DIR) $(RB_READER)
 	$(PIP) install -q --no-deps $(TORCHATTACKS)
 	$(PY) -c "import torch, torchvision, torchattacks, foolbox, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@

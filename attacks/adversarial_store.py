@@ -11,8 +11,9 @@ adversarial lies within eps (as in ``attacks.evaluate``). Per cell the first adv
 that broke an example is kept; the worst case over attacks is then "clean-correct and in no
 cell list", the same as the AND of the correctness masks (``bench.worst_case``).
 
-One safetensors file per model (never a pickle), ``<results>/adversarial/<dataset>/<defense>/
-seed<k>.safetensors``: ``images`` (float32, each adversarial once, shared by the cells that
+One safetensors file per model and evaluation seed (never a pickle), ``<results>/adversarial/
+<dataset>/<defense>/seed<k>.eval<e>.safetensors`` (files named ``seed<k>.safetensors``, from
+before the name carried the evaluation seed, are still read): ``images`` (float32, each adversarial once, shared by the cells that
 use it), per cell ``cell<i>/index`` (example index in the evaluation set), ``cell<i>/image``
 (row of ``images``) and ``cell<i>/attack`` (index into the ``attacks`` list of the
 metadata); metadata: the checkpoint's sha256, the run directory, the evaluation seed and
@@ -38,10 +39,31 @@ FORMAT = "great-bench-adversarial/1"
 FOLDER = "adversarial"
 
 
-def adversarial_path(results: Path, dataset: str, defense: str, seed: Any, sha256: str) -> Path:
-    """Where a model's examples go: by defense and seed (a user's model: by checkpoint)."""
+def adversarial_path(results: Path, dataset: str, defense: str, seed: Any, sha256: str, eval_seed: Any) -> Path:
+    """Where a model's examples at one evaluation seed go: by defense, seed and evaluation seed
+    (a user's model: by checkpoint), so that evaluating at another seed keeps the first file."""
+    return _legacy_path(results, dataset, defense, seed, sha256).with_suffix(f".eval{eval_seed}.safetensors")
+
+
+def _legacy_path(results: Path, dataset: str, defense: str, seed: Any, sha256: str) -> Path:
+    """The name files had before it carried the evaluation seed (``seed<k>.safetensors``)."""
     name = f"seed{seed}" if str(seed) != "" else sha256[:16]
     return Path(results) / FOLDER / dataset / str(defense).replace("/", "_").replace(":", "_") / f"{name}.safetensors"
+
+
+def existing_adversarial_path(results: Path, dataset: str, defense: str, seed: Any, sha256: str,
+                              eval_seed: Any) -> Path | None:
+    """The file holding this checkpoint's examples at this evaluation seed: today's name, else
+    the older name when that file was made for the same checkpoint and evaluation seed."""
+    path = adversarial_path(results, dataset, defense, seed, sha256, eval_seed)
+    if path.is_file():
+        return path
+    old = _legacy_path(results, dataset, defense, seed, sha256)
+    if old.is_file():
+        meta = read_adversarials(old).meta
+        if (meta["checkpoint_sha256"], meta["eval_seed"]) == (sha256, str(eval_seed)):
+            return old
+    return None
 
 
 class SubjectAdversarials:
@@ -50,6 +72,7 @@ class SubjectAdversarials:
     def __init__(self, path: Path, *, subject, specs: Sequence[AttackSpec], labels: torch.Tensor, eval_seed: int,
                  data_fingerprint: str):
         self.path, self.labels = Path(path), labels
+        self.results = self.path.parents[3]  # <results>/adversarial/<dataset>/<defense>/<file>
         self.meta = {"format": FORMAT, "dataset": str(subject.dataset), "defense": str(subject.defense),
                      "seed": str(subject.seed), "checkpoint_sha256": subject.sha256, "source": str(subject.source),
                      "eval_seed": str(eval_seed), "data_fingerprint": data_fingerprint, "n": str(len(labels))}
@@ -81,9 +104,11 @@ class SubjectAdversarials:
 
     def _merge_existing(self) -> None:
         """Keep what an earlier evaluation of the same checkpoint saved (its rows are skipped now)."""
-        if not self.path.is_file():
+        found = existing_adversarial_path(self.results, self.meta["dataset"], self.meta["defense"],
+                                          self.meta["seed"], self.meta["checkpoint_sha256"], self.meta["eval_seed"])
+        if found is None:
             return
-        saved = read_adversarials(self.path)
+        saved = read_adversarials(found)
         if (saved.meta["checkpoint_sha256"], saved.meta["eval_seed"]) != (self.meta["checkpoint_sha256"],
                                                                            self.meta["eval_seed"]):
             return  # another checkpoint or seed: superseded
@@ -127,8 +152,10 @@ class SubjectAdversarials:
     def save(self) -> Path:
         """Write the file atomically: every cell of the sweep, broken examples only (an existing
         file is left as it is when no attack ran: every row was already computed and saved)."""
-        if not self.reported and self.path.is_file():
-            return self.path
+        found = existing_adversarial_path(self.results, self.meta["dataset"], self.meta["defense"],
+                                          self.meta["seed"], self.meta["checkpoint_sha256"], self.meta["eval_seed"])
+        if not self.reported and found is not None:
+            return found
         covered = self.covered | {k for k, runs in self.runs_of.items() if all(r in self.reported for r in runs)}
         cells = sorted(set(self.cells) | {c for cs in self.cells_of.values() for c in cs})
         shape = tuple(self.images[0].shape) if self.images else (0,)
@@ -178,6 +205,6 @@ def read_adversarials(path: str | Path) -> SavedAdversarials:
 
 def collector_for(results: Path, subject, data, specs: Sequence[AttackSpec], eval_seed: int) -> SubjectAdversarials:
     """The collector of one model evaluated on ``data`` (an ``attacks.subjects.EvalSet``)."""
-    path = adversarial_path(results, subject.dataset, subject.defense, subject.seed, subject.sha256)
+    path = adversarial_path(results, subject.dataset, subject.defense, subject.seed, subject.sha256, eval_seed)
     return SubjectAdversarials(path, subject=subject, specs=specs, labels=data.y.cpu(), eval_seed=eval_seed,
                                data_fingerprint=data.fingerprint())

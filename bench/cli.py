@@ -1,7 +1,7 @@
 """Command-line interface: ``great-bench`` and ``python -m bench`` (same CLI).
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function; this
-file only collects them and turns ``BenchError`` into one clear message and exit code 2.
+file only collects them and turns ``BenchError`` (and a full disk) into one clear message and exit code 2.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from bench.atomic import NO_SPACE, no_space_error
 from bench.errors import BenchError
 
 # One module per group of subcommands; each registers its parsers.
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BenchError as exc:
         print(f"great-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        # a write outside bench.atomic (a figure, a checkpoint): the same clear message
+        print(f"great-bench {args.command}: error: {no_space_error(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"great-bench {args.command}: interrupted; finished epochs are checkpointed "

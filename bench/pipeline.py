@@ -19,6 +19,7 @@ from bench.defense_track import model_spec_for, train_defense
 from bench.errors import BenchError
 from bench.eval_settings import EvalSettings, sweep_specs
 from bench.executors import EXECUTORS, Job, JobContext
+from bench.folder_settings import write_folder_settings
 from bench.reporting import write_report
 from bench.rows import merge_rows, read_rows
 from bench.run import run_path
@@ -167,6 +168,7 @@ def benchmark(s: Settings, *, out: str | Path | None = None, results: str | Path
     settings = s.eval
     specs = sweep_specs(settings.sweep, settings.epsilon_units)
     csv_path = results_dir / "robustness.csv"
+    write_folder_settings(results_dir, s)  # report, verify and export read it: no --preset needed
     jobs = [Job(defense, seed) for defense, seed in s.jobs()]
     t0 = time.time()
     done = run_executor(JobContext(s, runs_root, csv_path, data_dir), jobs, quiet=quiet,

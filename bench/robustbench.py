@@ -13,9 +13,12 @@ from its tidy rows:
   the accuracy of no model. The across-seeds mean and interval go into the extra fields.
 - ``autoattack_acc``: only where standard AutoAttack (100 APGD steps, 5000 Square queries)
   ran at the threat model's epsilon on the dataset's full test set, as RobustBench requires;
-  otherwise empty, and the footnote says what ran instead.
+  otherwise the field is left out (RobustBench's reader, ``list_available_models``, converts
+  every accuracy field it finds with ``float()``, and ranks by ``external`` first), and the
+  footnote says what ran instead; the number on fewer images is in the ``great_bench`` extras.
 - ``external``: great-bench's per-example worst case over all its attacks at that epsilon
-  (``bench.worst_case``), on the examples every attack ran on (its n is in the extras).
+  (``bench.worst_case``), on the examples every attack ran on (its n is in the extras). A
+  model with no attack at the threat model's epsilon is refused: no robust accuracy to list.
 - ``unreliable``: a gradient-masking check (``bench.masking``) flagged the model.
 - ``reported``: empty (great-bench re-trains the methods; it is not the paper's number).
 - ``great_bench``: an extra object RobustBench ignores, with n and the 95% interval of every
@@ -32,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from attacks.adversarial_store import adversarial_path
+from attacks.adversarial_store import existing_adversarial_path
 from attacks.registry import ATTACKS
 from attacks.row_schema import ATTACK, CASCADE, row_kind
 from bench import results as R
@@ -40,9 +43,8 @@ from bench.atomic import write_text
 from bench.checkpoint import sha256_file
 from bench.errors import BenchError
 from bench.masking import as_rows, masking_checks
-from bench.config import load_preset
+from bench.folder_settings import settings_for
 from bench.rows import read_rows
-from bench.settings import parse
 from bench.worst_case import WORST
 
 # Test-set sizes of the datasets' official splits: AutoAttack counts for RobustBench only on all of it.
@@ -131,10 +133,11 @@ def _flags(results: Path, rows: list[dict]) -> pd.DataFrame:
     return df.astype({"seed": str})
 
 
-def _evidence(results: Path, dataset: str, defense: str, seed: str, sha: str) -> dict[str, str] | None:
-    """The saved adversarial examples behind the numbers (``great-bench verify``), if any."""
-    path = adversarial_path(results, dataset, defense, seed, sha)
-    if not path.is_file():
+def _evidence(results: Path, dataset: str, defense: str, seed: str, sha: str, eval_seed: int) -> dict[str, str] | None:
+    """The saved adversarial examples behind the numbers (``great-bench verify``): the file of the
+    evaluation seed the numbers came from, if any."""
+    path = existing_adversarial_path(results, dataset, defense, seed, sha, eval_seed)
+    if path is None:
         return None
     return {"path": path.relative_to(results).as_posix(), "sha256": sha256_file(path)}
 
@@ -189,9 +192,12 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
             raise BenchError(f"{defense} seed {seed_text}: no clean row (attack 'none') in {results}; "
                              "the export needs the clean accuracy")
         clean = clean.iloc[-1]
-        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9)
+        # every number of one file from one evaluation (seed): the clean row's, whose examples file it names
+        same_eval = g["eval_seed"] == clean["eval_seed"]
+        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9) & same_eval
         worst = g[at & (g["attack"] == WORST)]
         aa = attacks[(attacks["checkpoint_sha256"] == sha) & (attacks["defense"] == defense)
+                     & (attacks["eval_seed"] == clean["eval_seed"])
                      & (attacks["norm"] == norm) & ((attacks["epsilon"] - epsilon).abs() < 1e-9)
                      & (attacks["attack"] == "autoattack")]
         full = FULL_TEST_SET.get(dataset)
@@ -201,25 +207,28 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
         if not aa_full.empty:
             aa_acc = pct(aa_full.sort_values("n").iloc[-1]["accuracy"])
         else:
-            aa_acc = ""
+            aa_acc = None  # left out of the file: RobustBench reads every field it finds as a number
             if aa.empty:
-                notes.append(f"autoattack_acc is empty: standard AutoAttack did not run at {norm} eps "
+                notes.append(f"autoattack_acc is left out: standard AutoAttack did not run at {norm} eps "
                              f"{eps_text(epsilon)}.")
             elif aa_std.empty and (aa.apply(row_kind, axis=1) == CASCADE).all():
-                notes.append("autoattack_acc is empty: AutoAttack ran as a cascade, on the examples the attacks "
+                notes.append("autoattack_acc is left out: AutoAttack ran as a cascade, on the examples the attacks "
                              "before it left correct, so its number is a worst case over those attacks and "
                              "AutoAttack, not AutoAttack's own accuracy.")
             elif aa_std.empty:
-                notes.append("autoattack_acc is empty: the AutoAttack run used non-standard settings.")
+                notes.append("autoattack_acc is left out: the AutoAttack run used non-standard settings.")
             else:
                 n = int(aa_std["n"].max())
                 total = f"{full:,}" if full else "an unknown number of"
-                notes.append(f"autoattack_acc is empty: standard AutoAttack ran on {n:,} of the {total} {dataset} "
+                notes.append(f"autoattack_acc is left out: standard AutoAttack ran on {n:,} of the {total} {dataset} "
                              f"test images (RobustBench needs the full test set); on those {n} it gives "
                              f"{pct(aa_std.sort_values('n').iloc[-1]['accuracy'])}%.")
         if worst.empty:
-            external = ""
-            notes.append(f"external is empty: no attack ran at {norm} eps {eps_text(epsilon)}.")
+            ran = sorted({float(e) for e in g.loc[(g["norm"] == norm) & (g["attack"] == WORST), "epsilon"]})
+            raise BenchError(f"{defense} seed {seed_text or '-'}: no attack ran at {norm} eps {eps_text(epsilon)} in "
+                             f"{results}, so there is no robust accuracy to export for that threat model; "
+                             f"{norm} epsilons with attack rows: {', '.join(f'{e:g}' for e in ran) or 'none'} "
+                             "(pass --epsilon, or --norm)")
         else:
             w = worst.iloc[0]
             external = pct(w["accuracy"])
@@ -246,6 +255,8 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
             "autoattack_acc": aa_acc, "external": external, "footnote": " ".join(notes),
             "unreliable": bool(flagged),
         }
+        if aa_acc is None:
+            del obj["autoattack_acc"]
         obj.update(extra.get(str(defense), {}))
         obj["great_bench"] = {
             "defense": defense, "base_defense": base, "seed": None if not seed_text else int(seed_text),
@@ -264,7 +275,7 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
                  "ci_high_pct": round(float(p["ci_high_pct"]), 4), "p_value": float(p["p_value"]),
                  "verdict": p["verdict"]} for _, p in paired.iterrows()],
             "masking_flags": flagged,
-            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha),
+            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha, int(clean["eval_seed"])),
             "versions": {k: clean[k] for k in ("torch", "torchattacks", "foolbox", "great_bench") if k in clean},
         }
         name = f"{defense}_seed{seed_text}" if seed_text else str(defense)
@@ -287,18 +298,13 @@ def write_model_infos(infos: dict[Path, dict[str, Any]], out_dir: str | Path) ->
 def export_robustbench(results: str | Path, out_dir: str | Path, *, preset: str | None = None, norm: str = "Linf",
                        epsilon: float | None = None, info: str | Path | None = None, against: str | None = None,
                        quiet: bool = False) -> list[Path]:
-    """``great-bench export --format robustbench``: the preset that wrote ``results`` (default:
-    the folder's name, as ``results/<preset>``) gives the threat model's epsilon (eval.epsilon
+    """``great-bench export --format robustbench``: the settings that wrote ``results`` (``--preset``,
+    else its settings.json, else the preset named like the folder, ``bench.folder_settings``) give the threat model's epsilon (eval.epsilon
     for Linf, eval.cw_radius for L2) and the architecture; then one file per model."""
     results = Path(results)
-    name = preset or results.resolve().name
-    try:
-        cfg = load_preset(name)
-    except BenchError as exc:
-        raise BenchError(f"cannot tell which preset wrote {results} ({exc}); pass --preset NAME") from None
+    s = settings_for(results, preset)
     if norm not in ("Linf", "L2"):
         raise BenchError(f"--norm {norm!r}: RobustBench's threat models are Linf and L2")
-    s = parse(cfg)
     settings = s.eval
     eps = epsilon if epsilon is not None else (settings.epsilon if norm == "Linf" else settings.cw_radius)
     infos = model_infos(results, epsilon=float(eps), norm=norm, architecture=s.model.name,

@@ -9,12 +9,18 @@ in [0, 1] and within its cell's epsilon of its clean example (Linf or L2). Then,
 worst-case cell (norm, epsilon) of ``worst_case.csv`` (the AND of the per-attack correctness
 masks, ``bench.worst_case``), the verified accuracy is the share of its n examples that the
 model classifies correctly clean and that no valid saved adversarial of that cell fools.
-It agrees when it equals the claimed count exactly.
+It agrees when the rows' worst-case mask marks exactly the same examples robust (not only
+the same number of them).
+
+Before that, every number the folder publishes (robustness.csv, worst_case.csv, table.csv,
+table.md, exported RobustBench files given with ``--export``) is recomputed from the rows'
+per-example masks (``bench.published``); a folder without saved examples gets those checks only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -22,10 +28,13 @@ import torch
 from attacks.adversarial_store import FOLDER, read_adversarials
 from attacks.evaluate import frozen, predict_logits
 from attacks.perturbation import TOL, ball_limit, perturbation_norms
+from attacks.row_schema import unpack_mask
 from attacks.subjects import data_of_meta, eval_set_for
 from bench import results as R
 from bench.checkpoint import load_run, read_meta, sha256_file
 from bench.errors import BenchError
+from bench.folder_settings import settings_for
+from bench.published import check_folder
 from bench.train import resolve_device
 from bench.worst_case import WORST
 
@@ -113,7 +122,11 @@ def verify_file(path: Path, worst: pd.DataFrame, source: str, *, data_dir: str |
         broken = torch.zeros(n, dtype=torch.bool)
         valid = ~bad
         broken[index[valid]] = adv_pred[image[valid]] != y[index[valid]]
-        check.verified = int((clean[:n] & ~broken).sum())
+        robust = clean[:n] & ~broken
+        check.verified = int(robust.sum())
+        # which examples, not only how many: the published mask against the saved examples
+        published = torch.from_numpy(unpack_mask(r["correct_mask"], n)) if r.get("correct_mask") else None
+        differ = (published != robust).nonzero().squeeze(1).tolist() if published is not None else []
         if bool(bad.any()):
             j = int(bad.nonzero().squeeze(1)[dist[bad].argmax()])  # the farthest offender
             check.detail = (f"{int(bad.sum())} saved example(s) outside the {norm} ball of {eps:g} or the [0, 1] "
@@ -123,6 +136,11 @@ def verify_file(path: Path, worst: pd.DataFrame, source: str, *, data_dir: str |
             fooled = int(broken.sum())
             check.detail = (f"the saved adversarials fool the model on {fooled} example(s); the claim needs "
                             f"{int(clean[:n].sum()) - check.claimed}")
+        elif differ:
+            check.status = "DISAGREE"
+            shown = ", ".join(map(str, differ[:5])) + (", ..." if len(differ) > 5 else "")
+            check.detail = (f"same count, other examples: the rows' masks and the saved examples differ on "
+                            f"{len(differ)} example(s) ({shown})")
         else:
             check.status = "agree"
         out.append(check)
@@ -149,8 +167,8 @@ def verify(results: str | Path, *, data_dir: str | None = None, device: str | No
         meta = read_adversarials(path).meta
         key = (meta["defense"], meta["seed"], meta["checkpoint_sha256"], meta["eval_seed"])
         mine = worst[(keys == list(key)).all(axis=1)]
-        if mine.empty:
-            continue  # a file of a model the rows no longer hold (re-trained since)
+        if mine.empty or key in seen:  # re-trained since; or an older-named file of a model already checked
+            continue
         seen.add(key)
         rows = df[(df["checkpoint_sha256"] == key[2]) & (df["attack"] != WORST)]
         out += verify_file(path, mine, rows["source"].iloc[0], data_dir=data_dir, device=dev)
@@ -161,12 +179,33 @@ def verify(results: str | Path, *, data_dir: str | None = None, device: str | No
     return out
 
 
-def run_verify(results: str | Path, *, data_dir: str | None = None, device: str | None = None) -> int:
-    """``great-bench verify``: a line per cell, a summary; 0 when every cell agrees, else 1."""
+def run_verify(results: str | Path, *, data_dir: str | None = None, device: str | None = None,
+               exports: Sequence[str | Path] = (), cw_radius: float = 1.0) -> int:
+    """``great-bench verify``: every published number against the rows' masks (``bench.published``:
+    a DISAGREE line each), then every worst-case cell against the saved examples (a line per
+    cell, a summary); 0 when everything agrees, else 1."""
+    results = Path(results)
+    R._csv_path(results)  # a clear error when there are no rows
+    try:  # the table's CW radius when the folder says what made it (table.csv names it otherwise)
+        cw_radius = settings_for(results).eval.cw_radius
+    except BenchError:
+        pass
+    published = check_folder(results, cw_radius=cw_radius, exports=[Path(e) for e in exports])
+    for d in published.disagreements:
+        print(d.line())
+    for note in published.notes:
+        print(f"note: {note}")
+    counted = ", ".join(f"{f} {k}" for f, k in published.checked.items())
+    print(f"published numbers: {counted or 'none'} checked against the rows' per-example masks; "
+          + (f"{len(published.disagreements)} disagree" if published.disagreements else "all agree"))
+    if not sorted((results / FOLDER).rglob("*.safetensors")):
+        print(f"no saved adversarial examples under {results / FOLDER}: the worst-case cells were not checked "
+              "against examples (evaluate with --save-adv, or eval.save_adv = true, to check them)")
+        return 1 if published.disagreements else 0
     checks = verify(results, data_dir=data_dir, device=device)
     for c in checks:
         print(c.line())
     bad = [c for c in checks if not c.ok]
     print(f"{len(checks) - len(bad)} of {len(checks)} worst-case cells verified"
           + (f"; {len(bad)} not ({', '.join(sorted({c.status for c in bad}))})" if bad else ""))
-    return 1 if bad or not checks else 0
+    return 1 if bad or not checks or published.disagreements else 0

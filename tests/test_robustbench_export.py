@@ -48,9 +48,10 @@ def test_export_reads_back_field_by_field(preset, tmp_path, capsys):
     assert flags or preset == "quick"  # the study has flagged models: `unreliable` is tested both ways
     for f in files:
         info = json.loads(f.read_text())
-        assert [k for k in info if k != "great_bench"] == list(FIELDS)
+        # autoattack_acc is left out where AutoAttack did not run on the full test set (all here)
+        assert [k for k in info if k != "great_bench"] == [k for k in FIELDS if k != "autoattack_acc"]
         for k, t in RB_TYPES.items():
-            assert type(info[k]) is t, (f.name, k)
+            assert k not in info if k == "autoattack_acc" else type(info[k]) is t, (f.name, k)
         gb = info["great_bench"]
         defense, seed = gb["defense"], str(gb["seed"])
         assert f.name == f"{defense}_seed{seed}.json"
@@ -65,9 +66,9 @@ def test_export_reads_back_field_by_field(preset, tmp_path, capsys):
         assert info["external"] == _pct(w["accuracy"])
         assert gb["external"]["n"] == int(w["n"]) and gb["external"]["attacks"] == w["attacks"]
         assert gb["external"]["ci_high_pct"] == pytest.approx(100 * float(w["ci_high"]), abs=1e-4)
-        # no full test set anywhere: AutoAttack's field stays empty and the footnote says why
+        # no full test set anywhere: AutoAttack's field is left out and the footnote says why
         aa = [r for r in mine if r["attack"] == "autoattack"][0]
-        assert info["autoattack_acc"] == ""
+        assert "autoattack_acc" not in info and "autoattack_acc is left out" in info["footnote"]
         if row_kind(aa) == "cascade":  # a worst case over the attacks before it: never AutoAttack's number
             assert "AutoAttack ran as a cascade" in info["footnote"] and gb["autoattack"] is None
         else:
@@ -136,24 +137,25 @@ def test_autoattack_acc_is_filled_only_on_the_full_test_set_with_standard_settin
     (info,) = full.values()
     rows = _csv(tmp_path / "full" / "robustness.csv")
     assert info["autoattack_acc"] == _pct(rows[2]["accuracy"]) and info["eps"] == "8/255"
-    assert "autoattack_acc is empty" not in info["footnote"]
+    assert "autoattack_acc is left out" not in info["footnote"]
     # external: the per-example worst case over FGSM and AutoAttack (AutoAttack's examples are
     # inside FGSM's failures here, so the worst case equals AutoAttack's accuracy)
     assert info["external"] == info["autoattack_acc"]
     (part,) = model_infos(_synthetic(tmp_path / "part", 9_999), epsilon=8 / 255).values()
-    assert part["autoattack_acc"] == "" and "9,999 of the 10,000 cifar10" in part["footnote"]
+    assert "autoattack_acc" not in part and "9,999 of the 10,000 cifar10" in part["footnote"]
     (weak,) = model_infos(_synthetic(tmp_path / "weak", 10_000, aa_steps=10), epsilon=8 / 255).values()
-    assert weak["autoattack_acc"] == "" and "non-standard" in weak["footnote"]
+    assert "autoattack_acc" not in weak and "non-standard" in weak["footnote"]
     (few,) = model_infos(_synthetic(tmp_path / "few", 10_000, aa_queries=1000), epsilon=8 / 255).values()
-    assert few["autoattack_acc"] == "" and "non-standard" in few["footnote"]
+    assert "autoattack_acc" not in few and "non-standard" in few["footnote"]
     # issue 27: a cascaded AutoAttack row is the worst case over the attacks before it and
     # AutoAttack; on the full test set with standard settings it is still not AutoAttack's number
     # (mutation: _is_standard_autoattack ignoring the kind fills the field)
     (cascade,) = model_infos(_synthetic(tmp_path / "cascade", 10_000, aa_kind="cascade"), epsilon=8 / 255).values()
-    assert cascade["autoattack_acc"] == "" and "AutoAttack ran as a cascade" in cascade["footnote"]
+    assert "autoattack_acc" not in cascade and "AutoAttack ran as a cascade" in cascade["footnote"]
     assert cascade["great_bench"]["autoattack"] is None
-    (other,) = model_infos(_synthetic(tmp_path / "full", 10_000), epsilon=4 / 255).values()
-    assert other["autoattack_acc"] == other["external"] == "" and "did not run at Linf eps 4/255" in other["footnote"]
+    # no attack at the threat model's epsilon: nothing to list, and the message says which epsilons have rows
+    with pytest.raises(BenchError, match=r"no attack ran at Linf eps 4/255 .*with attack rows: 0\.0313725"):
+        model_infos(_synthetic(tmp_path / "full", 10_000), epsilon=4 / 255)
 
 
 def test_info_file_overrides_and_bad_info_writes_nothing(tmp_path):
@@ -176,3 +178,25 @@ def test_export_needs_a_known_preset(tmp_path, capsys):
     assert main(["export", "--format", "robustbench", str(tmp_path / "mine"), str(tmp_path / "out")]) == 2
     assert "pass --preset" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_clean_accuracy_comes_from_the_largest_clean_row(tmp_path):
+    """A model evaluated on 100 images, then on 10,000: the export takes the clean row with the
+    most images (mutation: iloc[0] for iloc[-1] where the export picks the clean row)."""
+    from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval
+    import torch
+
+    results = _synthetic(tmp_path / "r", 10_000)
+    rows = _csv(results / "robustness.csv")
+    small = dict(rows[0])
+    mask = np.zeros(100, dtype=bool)
+    mask[:37] = True
+    small.update(n=100, accuracy=0.37, correct_mask=pack_mask(torch.from_numpy(mask)))
+    rows.insert(0, with_interval(small))
+    with open(results / "robustness.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    (info,) = model_infos(results, epsilon=8 / 255).values()
+    assert info["clean_acc"] == _pct(rows[1]["accuracy"]) != "37.00"
+    assert info["great_bench"]["clean"]["n"] == 10_000

@@ -73,7 +73,8 @@ def test_saved_cells_are_exactly_the_broken_examples_and_inside_their_balls(eval
     results, runs = evaluated
     files = sorted((results / "adversarial").rglob("*.safetensors"))
     assert [f.relative_to(results).as_posix() for f in files] == [
-        "adversarial/fashion-mnist/baseline/seed0.safetensors", "adversarial/fashion-mnist/fgsm-at/seed0.safetensors"]
+        "adversarial/fashion-mnist/baseline/seed0.eval0.safetensors",
+        "adversarial/fashion-mnist/fgsm-at/seed0.eval0.safetensors"]
     rows = _rows(results)
     for f, run in zip(files, runs):
         saved = read_adversarials(f)
@@ -130,6 +131,7 @@ def test_verify_agrees_on_every_worst_case_cell(evaluated, capsys):
     assert main(["verify", str(results)]) == 0
     out = capsys.readouterr().out
     assert out.count("agree ") == 10 and "10 of 10 worst-case cells verified" in out
+    assert "DISAGREE" not in out and "published numbers: robustness.csv 14 checked" in out
 
 
 def _rewrite(path: Path, change) -> None:
@@ -151,7 +153,7 @@ def _to_tamper(evaluated, tmp_path: Path, model: int, eps: float):
     """A copy of the results; the file, its Linf cell's name and the evaluation set of one model."""
     results = _copy(evaluated[0], tmp_path / "r")
     run = evaluated[1][model]
-    path = results / "adversarial" / "fashion-mnist" / run.parent.name / "seed0.safetensors"
+    path = results / "adversarial" / "fashion-mnist" / run.parent.name / "seed0.eval0.safetensors"
     return results, path, _cell_key(path, "Linf", eps), eval_set_for(data_of_meta(read_meta(run), str(run)), 96)
 
 
@@ -221,14 +223,17 @@ def test_a_swapped_checkpoint_fails(evaluated, tmp_path, capsys):
 
 def test_a_model_without_saved_examples_is_missing_and_nothing_saved_is_an_error(evaluated, tmp_path, capsys):
     results = _copy(evaluated[0], tmp_path / "r")
-    (results / "adversarial" / "fashion-mnist" / "fgsm-at" / "seed0.safetensors").unlink()
+    (results / "adversarial" / "fashion-mnist" / "fgsm-at" / "seed0.eval0.safetensors").unlink()
     assert main(["verify", str(results)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("MISSING  fashion-mnist fgsm-at seed 0") for line in lines) == 5
     assert lines[-1] == "5 of 10 worst-case cells verified; 5 not (MISSING)"
     shutil.rmtree(results / "adversarial")
-    assert main(["verify", str(results)]) == 2
-    assert "evaluate with --save-adv" in capsys.readouterr().err
+    # nothing saved: the published numbers are still checked against the masks, and it says so
+    assert main(["verify", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "robustness.csv 14 checked" in out and "all agree" in out
+    assert "no saved adversarial examples" in out and "evaluate with --save-adv" in out
 
 
 def test_rows_evaluated_without_saving_are_recomputed_when_saving(evaluated, tmp_path):
@@ -253,3 +258,113 @@ def test_rows_of_another_evaluation_seed_need_their_own_examples(evaluated, tmp_
     assert sum(line.startswith("agree ") for line in lines) == 10  # the saved evaluation, unaffected
     missing = [line for line in lines if line.startswith("MISSING")]
     assert len(missing) == 2 and all("baseline seed 0 Linf" in line for line in missing)
+
+
+def test_examples_of_another_evaluation_data_fail(evaluated, tmp_path, capsys):
+    """The file records the fingerprint of the examples it was made on (mutation: verify without
+    the data-fingerprint clause agrees)."""
+    results, path, _, _ = _to_tamper(evaluated, tmp_path, 0, 0.1)
+    _rewrite(path, lambda t, meta: meta.update(data_fingerprint="0123456789abcdef"))
+    assert main(["verify", str(results)]) == 1
+    fails = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == 5 and all("baseline seed 0" in f and "evaluation examples differ" in f for f in fails)
+
+
+def _swap_examples(results: Path, defense: str, norm: str, eps: float, broken: int, robust: int) -> None:
+    """In every attack row of one model at (norm, eps), swap the mask bits of two examples:
+    each row keeps its count, the worst case keeps its count, but another example is broken."""
+    import numpy as np
+    from attacks.row_schema import pack_mask
+
+    rows = _rows(results)
+    for r in rows:
+        if r["defense"] == defense and r["norm"] == norm and float(r["epsilon"]) == eps and r["attack"] != "none":
+            m = unpack_mask(r["correct_mask"], int(r["n"])).copy()
+            m[[broken, robust]] = m[[robust, broken]]
+            r["correct_mask"] = pack_mask(torch.from_numpy(np.ascontiguousarray(m)))
+    with open(results / "robustness.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_masks_breaking_as_many_other_examples_disagree(evaluated, tmp_path, capsys):
+    """Issue 28 item 8: rows whose masks break as many examples as the saved files, but other
+    ones, disagree (mutation: comparing only how many agrees)."""
+    from bench.worst_case import worst_case_rows
+
+    results, path, _, _ = _to_tamper(evaluated, tmp_path, 1, 0.1)  # fgsm-at: robust examples exist
+    rows = _rows(results)
+    (w,) = [r for r in worst_case_rows(rows) if r["defense"] == "fgsm-at" and r["norm"] == "Linf"
+            and r["epsilon"] == 0.1]
+    n = int(w["n"])
+    robust = unpack_mask(w["correct_mask"], n)
+    clean = [r for r in rows if r["defense"] == "fgsm-at" and r["attack"] == "none"][0]
+    correct = unpack_mask(clean["correct_mask"], int(clean["n"]))
+    index = read_adversarials(path).cells[("Linf", 0.1)][0].tolist()
+    a = next(i for i in index if i < n and correct[i])      # broken by a saved example
+    b = next(i for i in range(n) if robust[i])               # robust under every attack there
+    _swap_examples(results, "fgsm-at", "Linf", 0.1, a, b)
+    assert main(["verify", str(results)]) == 1
+    out = capsys.readouterr().out
+    assert "published numbers" in out and "all agree" in out  # every count is unchanged
+    bad = [line for line in out.splitlines() if line.startswith("DISAGREE")]
+    assert len(bad) == 1 and "fgsm-at seed 0 Linf eps 0.1" in bad[0], out
+    assert "same count, other examples" in bad[0] and "on 2 example(s)" in bad[0]
+    assert f"({min(a, b)}, {max(a, b)})" in bad[0]
+
+
+def test_two_evaluation_seeds_keep_two_files(evaluated, tmp_path, capsys):
+    """Saving at evaluation seed 1 keeps seed 0's file (mutation: the path without the evaluation
+    seed replaces it, and seed 0's cells fail); the export names the file of its numbers' seed."""
+    results = _copy(evaluated[0], tmp_path / "r")
+    first = results / "adversarial" / "fashion-mnist" / "baseline" / "seed0.eval0.safetensors"
+    before = first.read_bytes()
+    _evaluate(evaluated[1][:1], results / "robustness.csv", SWEEP[:2], "--seed", "1", "--save-adv")
+    second = first.with_name("seed0.eval1.safetensors")
+    assert first.read_bytes() == before and read_adversarials(second).meta["eval_seed"] == "1"
+    assert main(["verify", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "12 of 12 worst-case cells verified" in out, out
+    infos = model_infos(results, epsilon=0.1)
+    base = next(i for i in infos.values() if i["great_bench"]["defense"] == "baseline")
+    seed = base["great_bench"]["eval_seed"]
+    assert base["great_bench"]["adversarial_examples"]["path"].endswith(f"seed0.eval{seed}.safetensors")
+
+
+def test_files_named_before_the_evaluation_seed_are_still_read(evaluated, tmp_path, capsys):
+    results = _copy(evaluated[0], tmp_path / "r")
+    for f in (results / "adversarial").rglob("*.eval0.safetensors"):
+        f.rename(f.with_name(f.name.replace(".eval0", "")))
+    assert main(["verify", str(results)]) == 0
+    assert "10 of 10 worst-case cells verified" in capsys.readouterr().out
+    info = next(iter(model_infos(results, epsilon=0.1).values()))
+    assert info["great_bench"]["adversarial_examples"]["path"].endswith("/seed0.safetensors")
+
+
+def test_a_folder_made_by_evaluate_describes_itself(evaluated, tmp_path, capsys):
+    """Issue 28 item 3: evaluate writes settings.json, so report, export and verify need no
+    --preset on a folder not named after one (mutations: evaluate not writing it; export or
+    report not reading it). The generated report then verifies number by number (item 1)."""
+    import json
+
+    results = _copy(evaluated[0], tmp_path / "mine")
+    record = json.loads((results / "settings.json").read_text())
+    assert record["preset"] == "smoke" and record["config"]["eval"]["n_test"] == 96
+    assert record["config"]["eval"]["save_adv"] is True
+    assert main(["report", "--results", str(results), "--quiet"]) == 0
+    assert {"table.csv", "table.md", "worst_case.csv"} <= {p.name for p in results.iterdir()}
+    assert main(["export", "--format", "robustbench", str(results), str(tmp_path / "out"), "--quiet"]) == 0
+    info = json.loads((tmp_path / "out" / "fashion-mnist" / "Linf" / "fgsm-at_seed0.json").read_text())
+    assert info["architecture"] == "small-cnn" and "preset smoke" in info["footnote"]
+    capsys.readouterr()
+    assert main(["verify", str(results), "--export", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "DISAGREE" not in out and "10 of 10 worst-case cells verified" in out
+    published = next(line for line in out.splitlines() if line.startswith("published numbers"))
+    for f in ("robustness.csv", "worst_case.csv 10", "table.csv", "table.md", "fgsm-at_seed0.json 1"):
+        assert f in published, published
+    # an older folder without the file and not named after a preset: a clear error
+    (results / "settings.json").unlink()
+    assert main(["export", "--format", "robustbench", str(results), str(tmp_path / "out2")]) == 2
+    assert "has no settings.json" in capsys.readouterr().err and not (tmp_path / "out2").exists()

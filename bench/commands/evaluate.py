@@ -7,7 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.commands.common import common_args
+from bench.config import apply_overrides
 from bench.errors import BenchError
+from bench.folder_settings import settings_for, write_folder_settings
+from bench.settings import apply_options, parse
 from bench.eval_settings import sweep_specs
 from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, report, resolve_config
 
@@ -36,12 +39,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model:
         evaluate_model(s, args.model, args.weights, specs, out, settings, name=args.name, data_dir=args.data_dir,
                        device=args.device, force=args.force, quiet=args.quiet)
+    write_folder_settings(out.parent, s, {k: getattr(settings, k) for k in given})
     print(f"rows in {out}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    s = resolve_config(args.preset, args.overrides, device=args.device)
+    if args.preset is None and args.results is not None:
+        # the folder says what made it (settings.json, else its name); --set still applies
+        made = settings_for(args.results)
+        s = parse(apply_options(apply_overrides(made.source, list(args.overrides)), device=args.device))
+    else:
+        s = resolve_config(args.preset or "quick", args.overrides, device=args.device)
     results = default_results_dir(s, args.results)
     csv_path = Path(args.csv) if args.csv else results / "robustness.csv"
     report(csv_path, results, s.eval, runs=[Path(r) for r in args.runs], data_dir=args.data_dir,
@@ -73,8 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="tables, accuracy-vs-epsilon curves, masking checks (+ saliency with --runs)")
-    common_args(p)
-    p.add_argument("--results", default=None, help="folder to write (default results/<preset>)")
+    common_args(p, preset_default=None)
+    p.add_argument("--results", default=None, help="folder to write (default results/<preset>); without --preset "
+                                                   "its settings.json (written by run and evaluate) gives the settings")
     p.add_argument("--csv", default=None, help="rows to read (default <results>/robustness.csv)")
     p.add_argument("--runs", nargs="*", default=[], help="run directories: saliency maps, and only their rows")
     p.add_argument("--against", default=None, metavar="NAME",

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", help="results folder holding robustness.csv (results/<preset>)")
     p.add_argument("out", help="folder to write <dataset>/<norm>/<defense>_seed<k>.json into")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="output format")
-    p.add_argument("--preset", default=None, help="preset that wrote the results (default: the folder's name)")
+    p.add_argument("--preset", default=None,
+                   help="preset that wrote the results (default: the folder's settings.json, else its name)")
     p.add_argument("--norm", default="Linf", choices=["Linf", "L2"], help="threat model (default Linf)")
     p.add_argument("--epsilon", type=float, default=None,
                    help="threat-model epsilon (default: eval.epsilon for Linf, eval.cw_radius for L2)")
