@@ -12,8 +12,13 @@ The second benchmark compares architectures the same way: every (model, defense)
 ``MODEL_PAIRS`` steps in rotated order each round, and each model's step is reported as a
 ratio to small-cnn's step of the same defense (issue 22: small-resnet within 3x small-cnn).
 
+``--channels-last`` runs every defense twice in the same rotation, once as now (NCHW) and once
+with its networks and the batch in channels_last (key ``name@cl``), and reports each against
+the baseline of its own layout and against its NCHW self (issue 27: the CPU's NCHW max-pool).
+
     PYTHONPATH=. python tests/benchmarks/test_step_cost.py --rounds 60      # a table
     PYTHONPATH=. python tests/benchmarks/test_step_cost.py --models small-cnn small-resnet --threads 1
+    PYTHONPATH=. python tests/benchmarks/test_step_cost.py --channels-last --only great --threads 1
     make bench                                                               # via pytest
 """
 from __future__ import annotations
@@ -35,10 +40,17 @@ SPEC = ModelSpec(1, 28, 10, (0.286,), (0.353,))
 RAMP = Ramp(5, 0.5, 0.5, 1.0)
 
 
-def build(name: str, hp: dict | None = None, model_name: str = "small-cnn"):
+def build(name: str, hp: dict | None = None, model_name: str = "small-cnn", channels_last: bool = False):
     torch.manual_seed(0)
     model = build_model(model_name, SPEC)
-    return DEFENSES.get(name)(model, Context(model_name, SPEC, {**HP, **(hp or {})}))
+    defense = DEFENSES.get(name)(model, Context(model_name, SPEC, {**HP, **(hp or {})}))
+    if channels_last:  # every network the step runs (main and auxiliary), before any step
+        for m in defense.modules().values():
+            m.to(memory_format=torch.channels_last)
+    return defense
+
+
+CL = "@cl"  # key suffix of a channels_last variant
 
 
 # Architectures against small-cnn, for the plain step and the double-backward GREAT step.
@@ -49,13 +61,14 @@ def interleaved(defenses: dict[str, object], rounds: int, warmup: int = 3) -> di
     """Seconds per step of every defense, ``rounds`` rounds, rotated order each round."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     names = list(defenses)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + rounds):
         k = r % len(names)
         for n in names[k:] + names[:k]:
             t0 = time.perf_counter()
-            defenses[n].step(x, y, RAMP)
+            defenses[n].step(x_cl if n.endswith(CL) else x, y, RAMP)
             dt = time.perf_counter() - t0
             if r >= warmup:
                 times[n].append(dt)
@@ -83,6 +96,20 @@ def table(times: dict[str, list[float]], reference: str = "baseline") -> str:
         per_round = statistics.median(t / b for t, b in zip(ts, ref))
         rows.append(f"| {n} | {1e3 * statistics.median(ts):.1f} ms | {statistics.median(ts) / ref_med:.2f} | "
                     f"{per_round:.2f} |")
+    return "\n".join(rows)
+
+
+def layout_table(times: dict[str, list[float]]) -> str:
+    """Each defense in NCHW and channels_last: median, ratio to the baseline of the same layout,
+    and the channels_last step as a ratio to the NCHW step (per-round medians)."""
+    rows = ["| defense | NCHW | channels_last | cl / NCHW (per round) | ratio to baseline NCHW | "
+            "ratio to baseline channels_last |", "|---|---:|---:|---:|---:|---:|"]
+    ref, ref_cl = statistics.median(times["baseline"]), statistics.median(times["baseline" + CL])
+    for n in [k for k in times if not k.endswith(CL)]:
+        a, b = times[n], times[n + CL]
+        rows.append(f"| {n} | {1e3 * statistics.median(a):.1f} ms | {1e3 * statistics.median(b):.1f} ms | "
+                    f"{statistics.median(t / s for t, s in zip(b, a)):.2f} | {statistics.median(a) / ref:.2f} | "
+                    f"{statistics.median(b) / ref_cl:.2f} |")
     return "\n".join(rows)
 
 
@@ -128,6 +155,8 @@ if __name__ == "__main__":
     ap.add_argument("--only", nargs="*", help="defenses to include (baseline always)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--models", nargs="*", help="compare these models' baseline and GREAT steps with small-cnn's")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="also run every defense in channels_last, interleaved with its NCHW self")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,4 +167,8 @@ if __name__ == "__main__":
         raise SystemExit
     names = ["baseline"] + [n for n in DEFENSES.names() if n != "baseline" and (not args.only or n in args.only)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    if args.channels_last:
+        steps = {n + suffix: build(n, channels_last=bool(suffix)) for n in names for suffix in ("", CL)}
+        print(layout_table(interleaved(steps, args.rounds)))
+        raise SystemExit
     print(table(interleaved({n: build(n) for n in names}, args.rounds)))
