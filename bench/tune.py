@@ -326,7 +326,11 @@ def trial_rows(grid, epochs: int) -> list[dict[str, Any]]:
         status = "failed" if res.error is not None else (
             "unfinished" if run is None else "finished" if run >= epochs else "stopped")
         err = "" if res.error is None else str(res.error).strip().splitlines()[-1][:300]
-        rows.append({"trial": trial, "status": status, "config": json.dumps(res.config, sort_keys=True),
+        config = res.config
+        params = Path(str(res.path)) / "params.json"
+        if not config and params.is_file():   # a restored errored trial: Ray keeps its config on disk
+            config = json.loads(params.read_text())
+        rows.append({"trial": trial, "status": status, "config": json.dumps(config, sort_keys=True),
                      "val_clean_acc": m.get("val_clean_acc", ""), "val_robust_acc": m.get("val_robust_acc", ""),
                      "objective": m.get("objective", ""), "epochs_run": m.get("epochs_run", 0),
                      "seconds": m.get("seconds", ""), "error": err})
