@@ -69,3 +69,12 @@ def test_val_subset_is_in_the_run_identity(tiny_data_dir):
     assert run.identity["data"]["train"] != resolve_config("smoke", ["data.train_subset=200"]).data.split(
         "train", data_dir=tiny_data_dir).fingerprint()
     assert run.identity["data"]["val_subset"] == 50
+
+
+def test_the_overlap_boundary_is_exact(tiny_data_dir):
+    """val + train = the split's size is allowed (every example used once); one more overlaps."""
+    s = _data(val_subset=56, train_subset=200)
+    v, t = s.val_indices(256)
+    assert len(v) + len(t) == 256 and not set(v.tolist()) & set(t.tolist())
+    with pytest.raises(BenchError, match="overlaps"):
+        _data(val_subset=57, train_subset=200).val_indices(256)
