@@ -293,7 +293,7 @@ def tune(req: TuneRequest, *, results: str | Path = "results", out: str | Path =
         print(f"{req.name}: {done} of {len(rows)} trials finished, "
               f"{sum(r['status'] == 'failed' for r in rows)} failed -> {folder / 'tuning.csv'}")
         if best is not None:
-            print(f"best: {variant_line(f'{req.defense}-tuned', req.defense, json.loads(best['config']))} "
+            print(f"best: {variant_line(f'{req.defense}-tuned', req.defense, _hp(best))} "
                   f"(val robust {best['val_robust_acc']:.4f}, clean {best['val_clean_acc']:.4f})")
     return folder
 
@@ -343,9 +343,14 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(ok, key=lambda r: float(r["objective"])) if ok else None
 
 
+def _hp(row: dict[str, Any]) -> dict[str, Any]:
+    """A tuning.csv row's trial hyper-parameters (its JSON column)."""
+    return json.loads(row[CSV_FIELDS[2]])
+
+
 def best_toml(req: TuneRequest, row: dict[str, Any]) -> str:
     """The best config as a ``[variants]`` block for a preset, with its ``--variant`` line."""
-    config = json.loads(row["config"])
+    config = _hp(row)
     name = f"{req.defense}-tuned"
     hp = ", ".join(f"{k} = {_toml(v)}" for k, v in sorted(config.items()))
     return (f"# great-bench tune --name {req.name}: trial {row['trial']}, validation clean "
