@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "bench.commands.export",
     "bench.commands.verify",
     "bench.commands.verdicts",
+    "bench.commands.tune",
 )
 
 

@@ -70,6 +70,12 @@ class ImageData:
         return ImageData(self.name, self.split, self.images[idx], self.labels[idx], self.num_classes,
                          f"{self.source} (subset {n} of {total}, seed {seed})")
 
+    def take(self, idx: torch.Tensor, note: str) -> "ImageData":
+        """The examples at ``idx`` (a subset named by ``note`` in its source)."""
+        idx = idx.to(self.labels.device)
+        return ImageData(self.name, self.split, self.images[idx], self.labels[idx], self.num_classes,
+                         f"{self.source} ({note})")
+
     def to(self, device: torch.device | str) -> "ImageData":
         return ImageData(self.name, self.split, self.images.to(device), self.labels.to(device),
                          self.num_classes, self.source, self._fingerprint)

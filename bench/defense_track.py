@@ -29,7 +29,9 @@ def defense_run(s: Settings, defense: str, seed: int, out: str | Path,
                 "base_defense": s.base_defense(defense), "seed": seed,
                 "data": {"dataset": s.data.dataset, "train": train.fingerprint(), "test": test.fingerprint(),
                          "train_subset": s.data.train_subset, "test_subset": s.data.test_subset,
-                         "subset_seed": s.data.subset_seed, "augment": s.data.augmentation,
+                         "subset_seed": s.data.subset_seed,
+                         **({"val_subset": s.data.val_subset} if s.data.val_subset is not None else {}),
+                         "augment": s.data.augmentation,
                          "batch_size": s.data.batch_size},
                 "model": {"name": s.model.name, "spec": asdict(spec)}, "epochs": s.train.epochs}
     return Run(run_path(out, "", s.data.dataset, defense, seed=seed), f"{defense}/seed{seed}", identity)

@@ -208,7 +208,8 @@ def parse(cfg: dict[str, Any]) -> Settings:
     data = DataSettings(str(d["dataset"]), positive_int(d.get("batch_size"), "data.batch_size"),
                         optional_positive_int(d.get("train_subset"), "data.train_subset"),
                         optional_positive_int(d.get("test_subset"), "data.test_subset"),
-                        nonnegative_int(d.get("subset_seed", DataSettings.subset_seed), "data.subset_seed"), d.get("augment"))
+                        nonnegative_int(d.get("subset_seed", DataSettings.subset_seed), "data.subset_seed"), d.get("augment"),
+                        optional_positive_int(d.get("val_subset"), "data.val_subset"))
     check_keys(cfg["model"], ModelSettings.__dataclass_fields__, "model")
     if not isinstance(cfg["model"].get("name"), str):
         raise BenchError("model.name is missing: name a model from `great-bench list`")

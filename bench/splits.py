@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bench.data import DATASETS, ImageData, load_dataset
+from bench.errors import BenchError
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class DataSettings:
     test_subset: int | None = None
     subset_seed: int = 0
     augment: str | None = None   # default: the dataset's own policy
+    val_subset: int | None = None  # examples of the TRAINING split held out for tuning
 
     @property
     def augmentation(self) -> str:
@@ -32,9 +34,42 @@ class DataSettings:
         return self.augment or DATASETS.get(self.dataset).augment
 
     def split(self, which: str, *, device: str | torch.device = "cpu", data_dir: str | Path | None = None) -> ImageData:
-        """``which`` ("train" or "test") of the dataset, then its seeded subset of this size."""
-        n = self.train_subset if which == "train" else self.test_subset
-        return load_dataset(self.dataset, which, data_dir=data_dir, device=device).subset(n, seed=self.subset_seed)
+        """``which`` ("train", "val" or "test") of the dataset, then its seeded subset of this size.
+
+        With ``val_subset``, "val" is the first ``val_subset`` examples of a seeded permutation
+        of the training split and "train" draws only from the rest, so the two never overlap.
+        """
+        if which not in ("train", "val", "test"):
+            raise BenchError(f"unknown split {which!r}; valid: train, val, test")
+        if which == "test":
+            return load_dataset(self.dataset, "test", data_dir=data_dir, device=device).subset(
+                self.test_subset, seed=self.subset_seed)
+        full = load_dataset(self.dataset, "train", data_dir=data_dir, device=device)
+        if self.val_subset is None:
+            if which == "val":
+                raise BenchError("no validation split: set data.val_subset (examples of the training split "
+                                 "held out for tuning), e.g. --set data.val_subset=1000")
+            return full.subset(self.train_subset, seed=self.subset_seed)
+        val_idx, train_idx = self.val_indices(len(full))
+        idx = val_idx if which == "val" else train_idx
+        return full.take(idx, f"{which} split: {len(idx)} of {len(full)}, val_subset {self.val_subset}, "
+                              f"seed {self.subset_seed}")
+
+    def val_indices(self, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(validation, training) indices into a training split of ``total`` examples; disjoint."""
+        v = self.val_subset
+        if v is None:
+            raise BenchError("no validation split: set data.val_subset")
+        if v >= total:
+            raise BenchError(f"data.val_subset = {v} is invalid: the training split of {self.dataset} has "
+                             f"{total} examples and at least one must remain for training (valid: 1..{total - 1})")
+        n = self.train_subset if self.train_subset is not None else total - v
+        if v + n > total:
+            raise BenchError(f"data.val_subset = {v} overlaps the training examples: val_subset + train_subset "
+                             f"= {v} + {n} > {total} examples in the training split of {self.dataset}; "
+                             f"lower one so they sum to at most {total}")
+        perm = torch.randperm(total, generator=torch.Generator().manual_seed(self.subset_seed))
+        return perm[:v].sort().values, perm[v:v + n].sort().values
 
     @classmethod
     def recorded(cls, identity_data: dict[str, Any]) -> "DataSettings":
