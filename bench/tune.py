@@ -29,8 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from bench.atomic import write_text
+from bench.config import parse_value
+from bench.data import Batches, to_float
+from bench.defense_track import model_spec_for
+from bench.models import build_model
+from bench.pipeline import resolve_config
+from bench.train import ramp, resolve_device
+from defenses.pgd import eval_mode, pgd_linf, step_size
 from bench.errors import BenchError
-from bench.method import Context
+from bench.method import Context, hp_keys
 from bench.registry import suggest
 
 SCALES = ("log", "lin", "list")
@@ -61,7 +68,6 @@ class Dimension:
 
 def parse_dimension(text: str, valid_keys: Sequence[str]) -> Dimension:
     """``KEY=log:LO:HI`` | ``KEY=lin:LO:HI`` | ``KEY=list:A,B,...``; unknown keys get a did-you-mean."""
-    from bench.config import parse_value
 
     key, sep, spec = text.partition("=")
     key = key.strip()
@@ -118,8 +124,6 @@ def objective(clean: float, robust: float, min_clean: float) -> float:
 
 def pgd_accuracy(model: torch.nn.Module, data, eps: float, *, seed: int, batch_size: int = 512) -> tuple[float, float]:
     """(clean, robust) accuracy of ``model`` on ``data`` under Linf PGD-10 at ``eps`` (random start)."""
-    from bench.data import to_float
-    from defenses.pgd import eval_mode, pgd_linf, step_size
 
     gen = torch.Generator().manual_seed(seed)
     clean = robust = 0
@@ -156,7 +160,6 @@ def _toml(v: Any) -> str:
 
 def trial_settings(req: TuneRequest, config: dict[str, Any]):
     """The Settings of one trial: the request's preset with the trial's config as the variant ``trial``."""
-    from bench.pipeline import resolve_config
 
     base = resolve_config(req.preset, list(req.overrides), epochs=req.epochs, variants=list(req.variants))
     defense, fixed = req.defense, {}
@@ -172,10 +175,6 @@ def _trainable(config: dict[str, Any], req: TuneRequest, data_dir: str | None):
     """One Ray Tune trial: train epoch by epoch, report validation scores after each."""
     from ray import tune
 
-    from bench.data import Batches
-    from bench.defense_track import model_spec_for
-    from bench.models import build_model
-    from bench.train import ramp, resolve_device
 
     torch.set_num_threads(1)
     s = trial_settings(req, config)
@@ -214,7 +213,6 @@ def _trainable(config: dict[str, Any], req: TuneRequest, data_dir: str | None):
 
 def check_request(req: TuneRequest, data_dir: str | None) -> tuple[Any, list[Dimension]]:
     """Everything checked before anything is written: preset, defense, space, budget, val split."""
-    from bench.method import hp_keys
 
     if isinstance(req.trials, bool) or not isinstance(req.trials, int) or req.trials <= 0:
         raise BenchError(f"--trials = {req.trials!r} is invalid: the trial budget is a positive integer")
