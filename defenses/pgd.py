@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-from defenses.base import Defense
+from defenses.base import Defense, Ramp
 
 # Madry et al.'s step-size rule as the robustness library states it: step = 2.5 * eps / k.
 STEP_SCALE = 2.5
@@ -99,3 +99,16 @@ class PGDDefense(Defense):
         """The inner maximisation's result, in eval mode (module docstring); detached."""
         with eval_mode(self.model):
             return pgd_linf(self.inner_loss(x, y), x, self.start(x), self.eps, self.step_size, self.steps)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor):
+        """(training loss, logs) given the inner maximisation's ``x_adv``."""
+        raise NotImplementedError
+
+    def step(self, x, y, ramp: Ramp):
+        """One optimiser step on ``losses`` at the inner maximisation's adversarial (one loop for both)."""
+        x_adv = self.adversarial(x, y)
+        self.zero(self.opt)
+        loss, logs = self.losses(x, y, x_adv)
+        loss.backward()
+        self.opt.step()
+        return logs

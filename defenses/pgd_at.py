@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from defenses.base import Ramp
 from defenses.gradients import accuracy
 from defenses.pgd import PGDDefense
 from defenses.registry import DEFENSES
@@ -34,11 +33,3 @@ class PGDAdversarialTraining(PGDDefense):
         logits = self.model(x_adv)
         loss = F.cross_entropy(logits, y)
         return loss, {"adv_loss": loss.detach(), "adv_acc": accuracy(logits, y)}
-
-    def step(self, x, y, ramp: Ramp):
-        x_adv = self.adversarial(x, y)
-        self.zero(self.opt)
-        loss, logs = self.losses(x, y, x_adv)
-        loss.backward()
-        self.opt.step()
-        return logs

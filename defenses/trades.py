@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from defenses.base import Ramp
 from defenses.gradients import accuracy
 from defenses.pgd import PGDDefense, eval_mode
 from defenses.registry import DEFENSES
@@ -54,11 +53,3 @@ class TRADES(PGDDefense):
         kl = trades_kl(adv_logits, logits)
         return ce + self.beta * kl, {"loss": ce.detach(), "kl": kl.detach(), "acc": accuracy(logits, y),
                                      "adv_acc": accuracy(adv_logits, y)}
-
-    def step(self, x, y, ramp: Ramp):
-        x_adv = self.adversarial(x, y)
-        self.zero(self.opt)
-        loss, logs = self.losses(x, y, x_adv)
-        loss.backward()
-        self.opt.step()
-        return logs
