@@ -76,6 +76,27 @@ def one_thread():
 
 
 @pytest.fixture
+def interleaved_session(benchmark, capsys):
+    """``run(measure, table, title, key)``: one pytest-benchmark entry for a whole interleaved
+    session ``measure()`` on 1 thread (on a shared 2-core machine more threads mostly wait on each
+    other); records and prints ``table(result)``, returns the result. Nothing about time is asserted."""
+    def run(measure, table, title: str, key: str = "result"):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            holder = {}
+            benchmark.pedantic(lambda: holder.update(measure()), rounds=1, iterations=1)
+        finally:
+            torch.set_num_threads(threads)
+        benchmark.extra_info[key] = table(holder)
+        with capsys.disabled():  # shown by `make bench` without -s
+            print(f"\n{title}" + table(holder))
+        return holder
+
+    return run
+
+
+@pytest.fixture
 def smoke_cfg():
     from bench.config import load_preset
     from bench.settings import parse

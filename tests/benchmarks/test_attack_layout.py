@@ -82,17 +82,10 @@ def table(out: dict[str, dict[str, list]]) -> str:
 
 
 @pytest.mark.benchmark(group="attack layout, interleaved")
-def test_attack_layout_interleaved(benchmark, capsys):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        holder = {}
-        benchmark.pedantic(lambda: holder.update(interleaved(rounds=5)), rounds=1, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
-    benchmark.extra_info["ratios"] = table(holder)
-    with capsys.disabled():
-        print(f"\nattacks on small-cnn, {N} images, 1 thread, NCHW vs channels_last, interleaved:\n" + table(holder))
+def test_attack_layout_interleaved(interleaved_session):
+    holder = interleaved_session(lambda: interleaved(rounds=5), table,
+                                 f"attacks on small-cnn, {N} images, 1 thread, NCHW vs channels_last, interleaved:\n",
+                                 key="ratios")
     assert all(len(t["nchw"]) == 5 == len(t["channels_last"]) for t in holder.values())
 
 

@@ -59,17 +59,8 @@ def table(times: dict[str, list[float]]) -> str:
 
 
 @pytest.mark.benchmark(group="augmentation per epoch, interleaved")
-def test_augment_cost_interleaved(benchmark, capsys):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        holder = {}
-        benchmark.pedantic(lambda: holder.update(interleaved(rounds=5)), rounds=1, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
-    benchmark.extra_info["result"] = table(holder)
-    with capsys.disabled():
-        print("\naugmentation (1 thread), interleaved: " + table(holder))
+def test_augment_cost_interleaved(interleaved_session):
+    holder = interleaved_session(lambda: interleaved(rounds=5), table, "augmentation (1 thread), interleaved: ")
     assert all(len(v) == 5 for v in holder.values())
 
 

@@ -68,17 +68,9 @@ def table(times: dict[str, list[float]]) -> str:
 
 
 @pytest.mark.benchmark(group="save-adv overhead, interleaved")
-def test_save_adv_overhead_interleaved(benchmark, capsys):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        holder = {}
-        benchmark.pedantic(lambda: holder.update(interleaved(rounds=5)), rounds=1, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
-    benchmark.extra_info["result"] = table(holder)
-    with capsys.disabled():
-        print("\nsave-adv overhead (small-cnn, 512 images, 1 thread), interleaved: " + table(holder))
+def test_save_adv_overhead_interleaved(interleaved_session):
+    holder = interleaved_session(lambda: interleaved(rounds=5), table,
+                                 "save-adv overhead (small-cnn, 512 images, 1 thread), interleaved: ")
     assert all(len(v) == 5 for v in holder.values())
 
 
