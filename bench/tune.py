@@ -7,8 +7,10 @@ loaded. The objective is robust accuracy under PGD (Linf, the preset's ``eval.ep
 start) with an optional floor on clean accuracy: a trial under the floor scores ``clean - 1``,
 below every trial that meets it. Ray Tune draws the configs (random search over the space) and
 its ASHA scheduler stops poor trials early; a trial whose loss turns non-finite errors and is
-recorded as failed while the others go on. Ray's experiment state lives in ``<out>/tune/<name>``,
-so re-running the same command restores it and runs only the unfinished trials.
+recorded as failed while the others go on. The configs are drawn up front from the seed, and
+tuning.csv is rewritten whenever a trial ends, so re-running the same command resumes from
+great-bench's own files and trains only the trials without a final row (Ray's pickled
+experiment state in ``<out>/tune/<name>`` is never read back: great-bench never unpickles).
 
 Outputs (atomic writes) in ``results/<name>/``: ``tuning.csv`` (one row per trial),
 ``best.toml`` (the best config as a ``[variants]`` block, and the ``--variant`` line in a
@@ -171,13 +173,13 @@ def trial_settings(req: TuneRequest, config: dict[str, Any]):
                           variants=[*req.variants, variant_line("trial", defense, {**fixed, **config})])
 
 
-def _trainable(config: dict[str, Any], req: TuneRequest, data_dir: str | None):
-    """One Ray Tune trial: train epoch by epoch, report validation scores after each."""
+def _trainable(config: dict[str, Any], req: TuneRequest, data_dir: str | None, configs: list[dict[str, Any]]):
+    """One Ray Tune trial (``config = {"trial": index}``): train ``configs[index]`` epoch by
+    epoch and report its validation scores after each epoch."""
     from ray import tune
 
-
     torch.set_num_threads(1)
-    s = trial_settings(req, config)
+    s = trial_settings(req, configs[config["trial"]])
     device = resolve_device(s.train.device)
     train = s.data.split("train", device=device, data_dir=data_dir)
     val = s.data.split("val", device=device, data_dir=data_dir)
@@ -243,17 +245,153 @@ def _corners(dims: list[Dimension]) -> list[dict[str, Any]]:
     return [lows, highs]
 
 
+def draw_configs(dims: list[Dimension], trials: int, seed: int) -> list[dict[str, Any]]:
+    """The study's ``trials`` configs, drawn up front by Ray Tune's own samplers from one seeded
+    stream (``numpy.random.default_rng(seed)``, the stream Ray's seeded random search draws from,
+    in the same order), so that a rerun draws the same list and resumes by trial index."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [{d.key: _plain(d.ray().sample(random_state=rng)) for d in dims} for _ in range(trials)]
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+FINAL = ("finished", "stopped", "failed")
+
+
+def trial_index(trial: str) -> int:
+    """A tuning.csv ``trial``'s index: ``00003``, or Ray's ``<experiment>_00003`` in studies written
+    before great-bench drew its configs up front (Ray numbers its trials in the order it draws them)."""
+    return int(str(trial).rsplit("_", 1)[-1])
+
+
+def resumed_rows(path: Path, configs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The final rows (finished, stopped, failed) of an earlier run of this study, by trial index;
+    each must hold the config this request draws at its index, or the file is another study's."""
+    if not path.is_file():
+        return {}
+    rows = {}
+    for row in csv.DictReader(io.StringIO(path.read_text())):
+        if row.get("status") not in FINAL:
+            continue
+        i = trial_index(row["trial"])
+        if i >= len(configs) or _hp(row) != json.loads(json.dumps(configs[i], sort_keys=True)):
+            raise BenchError(f"{path}: trial {row['trial']} holds {row['config']}, not the config this request "
+                             f"draws for it; give another --name")
+        rows[i] = row
+    return rows
+
+
+def _row(i: int, config: dict[str, Any], status: str, metrics: dict[str, Any] | None = None,
+         error: str = "") -> dict[str, Any]:
+    m = metrics or {}
+    return {"trial": f"{i:05d}", "status": status, "config": json.dumps(config, sort_keys=True),
+            "val_clean_acc": m.get("val_clean_acc", ""), "val_robust_acc": m.get("val_robust_acc", ""),
+            "objective": m.get("objective", ""), "epochs_run": m.get("epochs_run", 0),
+            "seconds": m.get("seconds", ""), "error": error}
+
+
+class Recorder:
+    """Keeps tuning.csv and best.toml current while Ray runs: a row per trial, rewritten
+    atomically whenever a trial ends (finished after all epochs, stopped early by ASHA, or
+    failed with the last line of its error), so an interrupted study loses only running trials."""
+
+    def __init__(self, req: TuneRequest, folder: Path, configs: list[dict[str, Any]], epochs: int,
+                 done: dict[int, dict[str, Any]]):
+        self.req, self.folder, self.configs, self.epochs = req, folder, configs, epochs
+        self.rows = dict(done)
+        self.last: dict[int, dict[str, Any]] = {}
+
+    def result(self, i: int, metrics: dict[str, Any]) -> None:
+        self.last[i] = metrics
+
+    def ended(self, i: int, error: str | None = None) -> None:
+        m = self.last.get(i)
+        run = (m or {}).get("epochs_run", 0)
+        status = "failed" if error is not None else "finished" if run >= self.epochs else "stopped"
+        self.rows[i] = _row(i, self.configs[i], status, m, error or "")
+        self.write()
+
+    def table(self) -> list[dict[str, Any]]:
+        return [self.rows.get(i) or _row(i, c, "unfinished", self.last.get(i))
+                for i, c in enumerate(self.configs)]
+
+    def write(self) -> None:
+        rows = self.table()
+        write_text(self.folder / "tuning.csv", csv_text(rows))
+        best = best_row(rows)
+        if best is not None:
+            write_text(self.folder / "best.toml", best_toml(self.req, best))
+
+
+def _ray_callback(recorder: Recorder):
+    """A Ray Tune callback that feeds ``recorder`` from the driver process."""
+    from ray.tune import Callback
+
+    class _Feed(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            recorder.result(trial.config["trial"], result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            recorder.ended(trial.config["trial"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            recorder.ended(trial.config["trial"], error=_error_line(trial))
+
+    return _Feed()
+
+
+def _error_line(trial) -> str:
+    """The last line of a failed trial's error, from the text file Ray writes (never its pickle)."""
+    path = getattr(trial, "error_file", None)
+    text = Path(path).read_text() if path and Path(path).is_file() else "error (no message)"
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "error")[:300]
+
+
 def tune(req: TuneRequest, *, results: str | Path = "results", out: str | Path = "runs",
          data_dir: str | None = None, quiet: bool = False, address: str | None = None) -> Path:
-    """Run (or resume) the study of ``req``; return the folder holding tuning.csv and best.toml."""
+    """Run (or resume) the study of ``req``; return the folder holding tuning.csv and best.toml.
+
+    Resuming reads only great-bench's own files: ``tune.json`` (the request must be the same) and
+    the final rows of ``tuning.csv``; the configs are drawn again from the seed and the trials
+    without a final row train from the start. Ray's own experiment state (a pickle) is never
+    read back. A resumed study's ASHA rungs start empty, so a trial that was running when the
+    study stopped may now train further than it would have."""
     _, dims = check_request(req, data_dir)
     folder = Path(results) / req.name
-    storage = (Path(out) / "tune").resolve()
     spec_json = json.dumps(asdict(req), indent=1, sort_keys=True)
     old = folder / "tune.json"
     if old.is_file() and old.read_text() != spec_json:
         raise BenchError(f"{folder} holds another tuning request (tune.json); give another --name "
                          "or repeat the same command to resume")
+    configs = draw_configs(dims, req.trials, req.seed)
+    epochs = trial_settings(req, {}).train.epochs
+    recorder = Recorder(req, folder, configs, epochs, resumed_rows(folder / "tuning.csv", configs))
+    todo = [i for i in range(len(configs)) if i not in recorder.rows]
+    if not old.is_file():
+        write_text(old, spec_json)
+    if todo:
+        _fit(req, todo, configs, epochs, recorder, Path(out), data_dir, quiet, address)
+    recorder.write()
+    if not quiet:
+        rows = recorder.table()
+        best = best_row(rows)
+        print(f"{req.name}: {sum(r['status'] == 'finished' for r in rows)} of {len(rows)} trials finished, "
+              f"{sum(r['status'] == 'stopped' for r in rows)} stopped early, "
+              f"{sum(r['status'] == 'failed' for r in rows)} failed -> {folder / 'tuning.csv'}")
+        if best is not None:
+            print(f"best: {variant_line(f'{req.defense}-tuned', req.defense, _hp(best))} "
+                  f"(val robust {float(best['val_robust_acc']):.4f}, clean {float(best['val_clean_acc']):.4f})")
+    return folder
+
+
+def _fit(req: TuneRequest, todo: list[int], configs: list[dict[str, Any]], epochs: int, recorder: Recorder,
+         out: Path, data_dir: str | None, quiet: bool, address: str | None) -> None:
+    """Train the trials ``todo`` on Ray Tune with ASHA early stopping."""
     import os
 
     import ray
@@ -264,75 +402,24 @@ def tune(req: TuneRequest, *, results: str | Path = "results", out: str | Path =
         path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
-    trainable = rtune.with_parameters(_trainable, req=req, data_dir=data_dir)
-    exp = storage / req.name
-    if rtune.Tuner.can_restore(str(exp)):
-        tuner = rtune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True,
-                                    resume_errored=False, restart_errored=False)
-    else:
-        epochs = trial_settings(req, {}).train.epochs
-        scheduler = ASHAScheduler(max_t=epochs, grace_period=min(req.grace_epochs, epochs),
-                                  reduction_factor=3, time_attr="training_iteration")
-        tuner = rtune.Tuner(
-            trainable, param_space={d.key: d.ray() for d in dims},
-            tune_config=rtune.TuneConfig(metric="objective", mode="max", num_samples=req.trials,
-                                         scheduler=scheduler,
-                                         search_alg=_seeded_search(req.seed)),
-            run_config=_run_config(req.name, storage, quiet))
-    write_text(old, spec_json) if not old.is_file() else None
-    grid = tuner.fit()
-    rows = trial_rows(grid, trial_settings(req, {}).train.epochs)
-    write_text(folder / "tuning.csv", csv_text(rows))
-    best = best_row(rows)
-    if best is not None:
-        write_text(folder / "best.toml", best_toml(req, best))
-    if not quiet:
-        done = sum(r["status"] == "finished" for r in rows)
-        print(f"{req.name}: {done} of {len(rows)} trials finished, "
-              f"{sum(r['status'] == 'failed' for r in rows)} failed -> {folder / 'tuning.csv'}")
-        if best is not None:
-            print(f"best: {variant_line(f'{req.defense}-tuned', req.defense, _hp(best))} "
-                  f"(val robust {best['val_robust_acc']:.4f}, clean {best['val_clean_acc']:.4f})")
-    return folder
+    scheduler = ASHAScheduler(max_t=epochs, grace_period=min(req.grace_epochs, epochs),
+                              reduction_factor=3, time_attr="training_iteration")
+    tuner = rtune.Tuner(
+        rtune.with_parameters(_trainable, req=req, data_dir=data_dir, configs=configs),
+        param_space={"trial": rtune.grid_search(todo)},
+        tune_config=rtune.TuneConfig(metric="objective", mode="max", scheduler=scheduler),
+        run_config=_run_config(req.name, (out / "tune").resolve(), quiet, recorder))
+    tuner.fit()
 
 
-def _seeded_search(seed: int):
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=seed)
-
-
-def _run_config(name: str, storage: Path, quiet: bool):
-    from ray import tune as rtune
-
+def _run_config(name: str, storage: Path, quiet: bool, recorder: Recorder):
     try:
         from ray.tune import RunConfig, FailureConfig
     except ImportError:  # pragma: no cover - older Ray
         from ray.train import RunConfig, FailureConfig
     return RunConfig(name=name, storage_path=str(storage), verbose=0 if quiet else 1,
+                     callbacks=[_ray_callback(recorder)],
                      failure_config=FailureConfig(max_failures=0, fail_fast=False))
-
-
-def trial_rows(grid, epochs: int) -> list[dict[str, Any]]:
-    """One row per trial of a Ray ResultGrid, ordered by trial id: finished (all ``epochs``),
-    stopped (by ASHA, earlier), failed (an error, e.g. a non-finite loss) or unfinished."""
-    rows = []
-    for res in grid:
-        m = res.metrics or {}
-        trial = m.get("trial_id") or Path(str(res.path)).name
-        run = m.get("epochs_run")
-        status = "failed" if res.error is not None else (
-            "unfinished" if run is None else "finished" if run >= epochs else "stopped")
-        err = "" if res.error is None else str(res.error).strip().splitlines()[-1][:300]
-        config = res.config
-        params = Path(str(res.path)) / "params.json"
-        if not config and params.is_file():   # a restored errored trial: Ray keeps its config on disk
-            config = json.loads(params.read_text())
-        rows.append({"trial": trial, "status": status, "config": json.dumps(config, sort_keys=True),
-                     "val_clean_acc": m.get("val_clean_acc", ""), "val_robust_acc": m.get("val_robust_acc", ""),
-                     "objective": m.get("objective", ""), "epochs_run": m.get("epochs_run", 0),
-                     "seconds": m.get("seconds", ""), "error": err})
-    return sorted(rows, key=lambda r: r["trial"])
 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -116,7 +116,7 @@ def test_tuning_never_loads_the_test_split(monkeypatch, tiny_data_dir, one_threa
     from bench.tune import _trainable
     req = _req(epochs=2)
     check_request(req, str(tiny_data_dir))
-    _trainable({"alpha_max": 0.1}, req, str(tiny_data_dir))
+    _trainable({"trial": 0}, req, str(tiny_data_dir), [{"alpha_max": 0.1}])
     assert set(seen) == {"train"} and [r["epochs_run"] for r in reports] == [1, 2]
     assert all(0 <= r["val_robust_acc"] <= r["val_clean_acc"] <= 1 for r in reports)
 
@@ -190,11 +190,28 @@ def test_a_study_records_a_diverging_trial_as_failed_and_resumes(tmp_path, tiny_
         assert "[variants.great-tuned]" in best and "lr = 0.001" in best
         trial_dirs = sorted((tmp_path / "runs" / "tune" / "study").glob("_trainable_*/result.json"))
         stamps = [p.read_text() for p in trial_dirs]   # each holds its reports' timestamps
-        assert main(cmd) == 0   # the rerun restores the study: no trial trains again
+        assert main(cmd) == 0   # the rerun resumes the study: no trial trains again
         assert list(csv.DictReader(open(path))) == rows
         assert len(trial_dirs) == 3 and [p.read_text() for p in trial_dirs] == stamps
         other = [c if c != "3" else "4" for c in cmd]
         assert main(other) == 2   # another request under the same name is refused
+        # An interrupted study: the last finished trial lost its row. The rerun trains that trial
+        # alone, from great-bench's own files: Ray's pickled state is never restored.
+        import ray.tune as rtune
+
+        def refuse(*a, **k):
+            raise AssertionError("Ray's pickled experiment state was read back")
+        lost = max(int(r["trial"]) for r in rows if r["status"] == "finished")
+        path.write_text("".join(line for line in open(path) if not line.startswith(f"{lost:05d},")))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(rtune.Tuner, "restore", refuse)
+            mp.setattr(rtune.Tuner, "can_restore", refuse)
+            assert main(cmd) == 0
+        again = list(csv.DictReader(open(path)))
+        assert [r for r in again if int(r["trial"]) != lost] == [r for r in rows if int(r["trial"]) != lost]
+        redone = [r for r in again if int(r["trial"]) == lost]
+        assert redone[0]["status"] == "finished" and redone[0]["config"] == rows[lost]["config"]
+        assert len(sorted((tmp_path / "runs" / "tune" / "study").glob("_trainable_*/result.json"))) == 4
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -37,6 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace-epochs", type=int, default=1, help="ASHA's grace period in epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the search and of every trial's training")
     p.add_argument("--results", default="results", help="results root")
-    p.add_argument("--out", default="runs", help="runs root (Ray's tuning state goes to OUT/tune/NAME)")
+    p.add_argument("--out", default="runs", help="runs root (Ray writes its trial folders to OUT/tune/NAME)")
     p.add_argument("--address", default=None, help="a Ray cluster's address (default: a local instance)")
     p.set_defaults(func=cmd_tune)
