@@ -279,7 +279,7 @@ def resumed_rows(path: Path, configs: list[dict[str, Any]]) -> dict[int, dict[st
             continue
         i = trial_index(row["trial"])
         if i >= len(configs) or _hp(row) != json.loads(json.dumps(configs[i], sort_keys=True)):
-            raise BenchError(f"{path}: trial {row['trial']} holds {row['config']}, not the config this request "
+            raise BenchError(f"{path}: trial {row['trial']} holds {_hp(row)}, not the config this request "
                              f"draws for it; give another --name")
         rows[i] = row
     return rows

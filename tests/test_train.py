@@ -181,6 +181,33 @@ def test_readme_example_defense_runs(tmp_path, monkeypatch, capsys):
     assert list((tmp_path / "runs").rglob("meta.json"))
 
 
+def test_builtin_noise_defense_is_the_readme_example(tmp_path, monkeypatch):
+    """defenses/noise.py registers the README's example so a study can carry it: from the same
+    seed, three steps of each leave identical weights (mutation: noise not clipped, or sigma
+    read as 2 sigma, in either copy -> weights differ)."""
+    from bench.method import Context
+    from defenses import DEFENSES
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- example-defense -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "readme_defense.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    readme_cls = getattr(importlib.import_module("readme_defense"), re.search(r"^class (\w+)", code, re.M).group(1))
+    spec = ModelSpec(1, 28, 10, (0.286,), (0.353,))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+    weights = []
+    for cls in (readme_cls, DEFENSES.get("noise")):
+        assert cls.hp_defaults == {"sigma": 0.1}
+        torch.manual_seed(0)
+        method = cls(build_model("small-cnn", spec), Context("small-cnn", spec, {"lr": 1e-3, "sigma": 0.2}))
+        for _ in range(3):
+            method.step(x, y, None)
+        weights.append(torch.cat([p.detach().flatten() for p in method.model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_logged_learning_rate_is_the_optimisers_own(tmp_path):
     """Issue 19: the log recomputed lr from Adam's default, so an SGD method with another rate
     (and no hp.lr) logged a rate it never used. The log now reads the optimiser."""
