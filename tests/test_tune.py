@@ -92,6 +92,18 @@ def test_a_variant_is_tuned_on_its_base_defense_with_its_own_hp():
     assert hp["alpha_max"] == 0.2 and hp["lr"] == 0.003
 
 
+def test_a_users_defense_is_tuned_by_the_same_command(tiny_data_dir):
+    """README, "Add your own defense": a ``module:Class`` defense takes the same request, its
+    declared hyper-parameters are the space's valid keys, and a trial's config reaches it."""
+    req = _req(defense="tests.custom_defenses:ScaledLoss", space=("loss_scale=lin:0.5:2",))
+    _, dims = check_request(req, str(tiny_data_dir))
+    assert [d.key for d in dims] == ["loss_scale"]
+    assert trial_settings(req, {"loss_scale": 1.5}).method_hp("trial")["loss_scale"] == 1.5
+    with pytest.raises(BenchError, match="did you mean.*loss_scale"):
+        check_request(_req(defense="tests.custom_defenses:ScaledLoss", space=("loss_scal=lin:0.5:2",)),
+                      str(tiny_data_dir))
+
+
 # ---------------------------------------------------------------- the validation split only
 
 def test_tuning_never_loads_the_test_split(monkeypatch, tiny_data_dir, one_thread):
