@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.cli import main
+from bench.config import load_preset
 from bench.errors import BenchError
 from bench.tune import (Dimension, TuneRequest, best_row, best_toml, check_request, objective,
                         parse_dimension, pgd_accuracy, trial_settings, variant_line)
@@ -227,3 +230,14 @@ def test_a_study_records_a_diverging_trial_as_failed_and_resumes(tmp_path, tiny_
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def test_study3_uses_the_committed_tuning_results():
+    """The third edition's [defense_hp.*] are the winners in results/tune-<name>/best.toml,
+    so the study cannot silently drift from what tuning found."""
+    preset = load_preset("study-3")
+    root = Path(__file__).resolve().parent.parent / "results"
+    for name in ("great", "great-ce", "greace"):
+        best = tomllib.loads((root / f"tune-{name}" / "best.toml").read_text())["variants"][f"{name}-tuned"]
+        assert best["defense"] == name
+        assert preset["defense_hp"][name] == best["hp"], name
