@@ -10,7 +10,7 @@ import torch
 
 from attacks.registry import ATTACKS
 from attacks.specs import AttackSpec
-from bench.errors import BenchError
+from core.errors import BenchError
 
 # Slack for float rounding when checking that perturbations stay within epsilon.
 TOL = 1e-5
@@ -20,6 +20,16 @@ def ball_limit(eps: float) -> float:
     """The largest norm accepted as inside the eps-ball (relative and absolute rounding slack);
     the harness and ``great-bench verify`` grant the same."""
     return eps * (1 + 1e-4) + TOL
+
+
+def within_radius(norms: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per example, whether a minimum-norm attack's perturbation counts at radius ``eps``.
+
+    Deliberately tighter than ``ball_limit``: that one bounds what an attack may return (its
+    relative slack absorbs the rounding of a projection onto a large ball), while this one
+    scores an example, and the rows already computed scored with the absolute slack alone;
+    granting the relative slack here would change their numbers."""
+    return norms <= eps + TOL
 
 
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:

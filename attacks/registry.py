@@ -20,9 +20,9 @@ from attacks.autoattack import standard_autoattack
 from attacks.carlini_wagner import carlini_wagner_l2
 from attacks.fmn import FMNL2, WarmFMNL2
 from attacks.specs import CORE_KEYS, MODES, AttackSpec, parse_number, split_spec
-from bench.config import check_epsilon
-from bench.errors import BenchError
-from bench.registry import Registry
+from core.checks import check_epsilon
+from core.errors import BenchError
+from core.registry import Registry
 
 ALL_MODES = ("untargeted", "random", "worst")
 
@@ -41,7 +41,7 @@ class AttackInfo:
     combines: tuple[str, ...] = ()     # min-norm attacks whose per-example best this entry reports
     black_box: bool = False            # uses only model outputs (masking check)
     transfer: bool = False             # made on another model (eval.transfer_source), then evaluated on
-                                       # this one: ``attacks.transfer``, not the per-model loop
+                                       # this one: ``bench.eval.transfer``, not the per-model loop
     iterative: bool = False
     extras: dict[str, Any] = field(default_factory=dict)  # extra parameters and their defaults
     doc: str = ""
@@ -125,7 +125,7 @@ def _fmn_warm(model, spec, num_classes, seed):
 
 def _combined(model, spec, num_classes, seed):
     raise BenchError(f"{spec.name!r} reports the per-example best of {', '.join(ATTACKS.get(spec.name).combines)}; "
-                     "the harness (attacks.evaluate) runs those attacks and combines them")
+                     "the harness (bench.eval.evaluate) runs those attacks and combines them")
 
 
 def _square(model, spec, num_classes, seed):

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 MODES = ("untargeted", "random", "worst")
 NORMS = ("Linf", "L2")
@@ -42,13 +42,13 @@ class AttackSpec:
     n: int | None = None
     params: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     # Run only on the examples that survive the other attacks at this norm and epsilon
-    # (``attacks.evaluate``): the row is the worst case over them and this attack.
+    # (``bench.eval.evaluate``): the row is the worst case over them and this attack.
     cascade: bool = False
     # Minimum-norm attack (CW): epsilon is a radius applied after one run. Filled in from
     # the registry entry when the spec is resolved; not part of ``key`` (the name implies it).
     min_norm: bool = field(default=False, compare=False)
     # The units the preset wrote this attack's epsilon in ("pixel" or "normalized",
-    # ``bench.epsilon_units``); ``eps`` itself is always pixels. A record for the row's
+    # ``bench.config.epsilon_units``); ``eps`` itself is always pixels. A record for the row's
     # ``epsilon_units``, not part of ``key``: the attack is the same in either units.
     units: str = field(default="pixel", compare=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 def random_targets(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:

@@ -18,8 +18,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from bench.atomic import atomic_path
-from bench.errors import BenchError
+from core.atomic import atomic_path
+from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 
 STATE_FILE = Path("ckpt") / "last.safetensors"

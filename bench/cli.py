@@ -9,8 +9,8 @@ import argparse
 import importlib
 import sys
 
-from bench.atomic import NO_SPACE, no_space_error
-from bench.errors import BenchError
+from core.atomic import NO_SPACE, no_space_error
+from core.errors import BenchError
 
 # One module per group of subcommands; each registers its parsers.
 COMMAND_MODULES = (
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in NO_SPACE:
             raise
-        # a write outside bench.atomic (a figure, a checkpoint): the same clear message
+        # a write outside core.atomic (a figure, a checkpoint): the same clear message
         print(f"great-bench {args.command}: error: {no_space_error(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

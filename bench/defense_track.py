@@ -10,7 +10,7 @@ from bench.data import DATASETS, Batches, ImageData
 from bench.method import Context, Method
 from bench.models import ModelSpec, build_model
 from bench.run import Run, method_identity, run_path
-from bench.settings import Settings
+from bench.config.settings import Settings
 from bench.splits import load_splits
 from bench.train import accuracy_on, fit, resolve_device
 

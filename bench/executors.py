@@ -2,7 +2,7 @@
 
 A job trains one run (``bench.defense_track.train_defense``: a finished run of the same
 identity is reused, an interrupted one resumed) and then evaluates it on the preset's sweep
-(``attacks.evaluate.evaluate``: rows merged into the shared CSV under its file lock, rows
+(``bench.eval.evaluate.evaluate``: rows merged into the shared CSV under its file lock, rows
 already computed skipped). Jobs are therefore independent and idempotent: any number can run
 at once, on any machine that sees the same ``runs/`` and ``results/`` folders, and rerunning
 a sweep resumes it. The report is written once, by the caller, after every job.
@@ -29,13 +29,13 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from attacks.evaluate import evaluate
-from attacks.subjects import eval_set_for, recorded_data, subject_from_run
+from bench.eval.evaluate import evaluate
+from bench.eval.subjects import eval_set_for, recorded_data, subject_from_run
 from bench.defense_track import train_defense
-from bench.errors import BenchError
-from bench.eval_settings import sweep_specs
-from bench.registry import Registry
-from bench.settings import Settings
+from core.errors import BenchError
+from bench.config.eval_settings import sweep_specs
+from core.registry import Registry
+from bench.config.settings import Settings
 from bench.train import resolve_device
 
 STATES = ("queued", "training", "evaluating", "done", "failed")

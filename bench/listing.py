@@ -7,12 +7,12 @@ import re
 from typing import Any
 
 from attacks.registry import ATTACKS
-from bench.config import preset_names
+from bench.config.presets import preset_names
 from bench.data import AUGMENTATIONS, DATASETS
-from bench.epsilon_units import epsilon_phrase, pixel_std, to_pixels
-from bench.family import FAMILY_DIR
+from bench.config.epsilon_units import epsilon_phrase, pixel_std, to_pixels
+from bench.report.family import FAMILY_DIR
 from bench.models import MODELS
-from bench.settings import Settings
+from bench.config.settings import Settings
 from defenses import DEFENSES
 
 PAPER_EPSILON = 0.1  # the paper's Table 1 epsilon, read as normalised units (docs/protocol.md, "Epsilon units")
@@ -30,7 +30,7 @@ def models() -> dict[str, str]:
 
 def datasets() -> list[dict[str, Any]]:
     """Per registered dataset: shape, mean and std per channel, the std the epsilon
-    conversion uses (``bench.epsilon_units``) and the paper's normalised 0.1 in pixels."""
+    conversion uses (``bench.config.epsilon_units``) and the paper's normalised 0.1 in pixels."""
     out = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from bench.errors import BenchError
-from bench.registry import Registry
+from core.errors import BenchError
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,21 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from attacks.evaluate import evaluate
-from attacks.transfer import TransferAttack, find_source, transfer_specs
-from attacks.row_schema import ROW_FIELDS, row_key, transfer_label
-from attacks.subjects import Subject, eval_set_for, recorded_data, subject_from_factory, subject_from_run
+from bench.eval.evaluate import evaluate
+from bench.eval.transfer import TransferAttack, find_source, transfer_specs
+from bench.eval.schema import ROW_FIELDS, row_key, transfer_label
+from bench.eval.subjects import Subject, eval_set_for, recorded_data, subject_from_factory, subject_from_run
 from attacks.specs import AttackSpec
-from bench.config import apply_overrides, load_preset
+from bench.config.presets import apply_overrides, load_preset
 from bench.defense_track import model_spec_for, train_defense
-from bench.errors import BenchError
-from bench.eval_settings import EvalSettings, sweep_specs
+from core.errors import BenchError
+from bench.config.eval_settings import EvalSettings, sweep_specs
 from bench.executors import EXECUTORS, Job, JobContext
-from bench.folder_settings import write_folder_settings
-from bench.reporting import write_report
-from bench.rows import merge_rows, read_rows
+from bench.config.folder_settings import write_folder_settings
+from bench.report.write import write_report
+from bench.csv_files import merge_rows, read_rows
 from bench.run import run_path
-from bench.settings import Settings, apply_options, parse
+from bench.config.settings import Settings, apply_options, parse
 from bench.train import resolve_device
 
 
@@ -32,7 +32,7 @@ def resolve_config(preset: str | Path, overrides: Sequence[str] = (), *, epochs:
                    variants: Sequence[str] = (), defense: str | None = None) -> Settings:
     """A preset (name or .toml path) with ``section.key=value`` overrides, ``--variant``
     declarations (``NAME=DEFENSE[:key=value,...]``) and the common options applied, parsed
-    by ``bench.settings.parse`` (unknown keys and badly typed values refused). ``defense``
+    by ``bench.config.settings.parse`` (unknown keys and badly typed values refused). ``defense``
     (``train``) makes that one defense the preset's list, so its own hyper-parameters are
     valid keys. Returns the frozen ``Settings``; their ``source`` is what runs record in meta.json."""
     if seed is not None and seeds is not None:
@@ -76,7 +76,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], specs: Sequence[AttackSpec], c
 
 def transfer_source_of(subject: Subject, among: Sequence[Subject], settings: EvalSettings, device: str, *,
                        beside: bool = False) -> Subject | None:
-    """The run whose examples ``subject``'s transfer rows use (``attacks.transfer``): the
+    """The run whose examples ``subject``'s transfer rows use (``bench.eval.transfer``): the
     ``settings.transfer_source`` run of its dataset and seed among ``among``, else (``beside``)
     in the standard run layout next to the subject's own run directory."""
     found = find_source(subject, among, settings.transfer_source)
@@ -158,7 +158,7 @@ def benchmark(s: Settings, *, out: str | Path | None = None, results: str | Path
               ray_address: str | None = None, cpus_per_task: int = 1) -> Path:
     """``great-bench run``: every (defense or variant, seed) job trains its run and evaluates the
     preset's sweep on the chosen executor (``bench.executors``: ``local`` or ``ray``); then, in
-    this process, the transfer attacks (``attacks.transfer``: their source is another job's
+    this process, the transfer attacks (``bench.eval.transfer``: their source is another job's
     run), and the report is written once. Returns the results folder. Failed jobs are reported
     after the report of the others (``BenchError``); rerunning resumes: finished runs and
     computed rows are skipped."""

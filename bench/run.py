@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 
-from bench.atomic import write_json
+from core.atomic import write_json
 from bench.checkpoint import STATE_FILE
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import code_version, hp_keys
 
 IDENTITY_FILE = "identity.json"

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from bench.atomic import atomic_path
-from bench.report import display
+from core.atomic import atomic_path
+from bench.report.tables import display
 
 
 def saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from bench.data import DATASETS, ImageData, load_dataset
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 @dataclass(frozen=True)

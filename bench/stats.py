@@ -18,7 +18,7 @@ and the extreme accuracies (0% and 100% are common under attack) that a benchmar
 - ``paired_across_seeds``: the same for a paired difference of two methods trained with the
   same seeds and scored on the same examples; ``inverted_p_value`` the p-value of such an
   interval, ``holm`` the family-wise correction and ``claim_verdict`` the one rule that turns
-  an adjusted test into "holds" / "does not hold" / "cannot tell" (``bench/claims.py``).
+  an adjusted test into "holds" / "does not hold" / "cannot tell" (``bench/report/claims.py``).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 CONF = 0.95
 

@@ -14,13 +14,13 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from bench.atomic import write_json, write_text
+from core.atomic import write_json, write_text
 from bench.checkpoint import STATE_FILE, load_training_state, save_training_state, save_weights
 from bench.data import ImageData, to_float
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import Method, Ramp
 from bench.progress import progress
-from bench.rows import csv_text
+from bench.csv_files import csv_text
 from bench.run import git_revision, versions
 
 

@@ -30,17 +30,17 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from bench.atomic import write_text
-from bench.config import parse_value
+from core.atomic import write_text
+from bench.config.presets import parse_value
 from bench.data import Batches, to_float
 from bench.defense_track import model_spec_for
 from bench.models import build_model
 from bench.pipeline import resolve_config
 from bench.train import ramp, resolve_device
 from defenses.pgd import eval_mode, pgd_linf, step_size
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import Context, hp_keys
-from bench.registry import suggest
+from core.registry import suggest
 
 SCALES = ("log", "lin", "list")
 CSV_FIELDS = ("trial", "status", "config", "val_clean_acc", "val_robust_acc", "objective",

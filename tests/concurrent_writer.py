@@ -1,5 +1,5 @@
-"""A writer process for the concurrent-writers test: imports only ``bench.rows`` (fast to spawn)."""
-from bench.rows import merge_rows
+"""A writer process for the concurrent-writers test: imports only ``bench.csv_files`` (fast to spawn)."""
+from bench.csv_files import merge_rows
 
 
 def write(path: str, who: int, n: int) -> None:

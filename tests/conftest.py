@@ -98,8 +98,8 @@ def interleaved_session(benchmark, capsys):
 
 @pytest.fixture
 def smoke_cfg():
-    from bench.config import load_preset
-    from bench.settings import parse
+    from bench.config.presets import load_preset
+    from bench.config.settings import parse
 
     return parse(load_preset("smoke"))
 

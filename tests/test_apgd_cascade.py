@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attacks import evaluate as ev
-from attacks.evaluate import evaluate, evaluate_subject
-from attacks.registry import parse_spec, sweep
-from attacks.row_schema import unpack_mask
-from attacks.subjects import EvalSet, Subject
-from bench.errors import BenchError
-from bench.rows import read_rows
+from bench.eval import evaluate as ev
+from bench.eval.evaluate import evaluate, evaluate_subject
+from attacks.registry import build_attack, parse_spec, sweep
+from bench.eval.schema import unpack_mask
+from bench.eval.subjects import EvalSet, Subject
+from core.errors import BenchError
+from bench.csv_files import read_rows
 from tests.test_min_norm import K, affine_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,10 +60,10 @@ def test_apgd_restarts_are_its_own_and_reach_torchattacks():
     """restarts= goes to torchattacks' n_restarts (the harness does not re-run the attack with
     the same internal seed, which would repeat the same start)."""
     spec = parse_spec("apgd:norm=L2,eps=1,restarts=2")
-    atk = ev.build_attack(nn.Linear(2, 3), spec, 3, 0)
+    atk = build_attack(nn.Linear(2, 3), spec, 3, 0)
     assert [a.n_restarts for a in atk.attacks] == [2, 2] and atk.attacks[1].loss == "dlr"
     spec = parse_spec("apgd:eps=0.1,dlr_targets=9")
-    atk = ev.build_attack(nn.Linear(2, 10), spec, 10, 0)
+    atk = build_attack(nn.Linear(2, 10), spec, 10, 0)
     assert type(atk.attacks[1]).__name__ == "APGDT" and atk.attacks[1].n_target_classes == 9
 
 
@@ -195,7 +195,7 @@ def test_a_cascade_depends_on_the_sweep_not_on_what_the_csv_happens_to_hold(tmp_
     attacks feed it. (Mutation: remembering every known row, as before issue 27, lets the
     extra rows into the cascade and the second evaluation differs.)"""
     import csv as _csv
-    from attacks.row_schema import ROW_FIELDS
+    from bench.eval.schema import ROW_FIELDS
 
     data = _marked(_cascade_data())
     broken = {"fgsm": {10, 11}, "pgd": {12}, "autoattack": {13}}

@@ -6,7 +6,7 @@ from attacks.registry import ATTACKS
 from attacks.registry import expand, parse_spec, sweep
 from attacks.specs import MODES
 from attacks.targets import random_targets, targets_for, worst_targets
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 def test_ifgsm_defaults_follow_the_paper():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import load_preset
+from bench.config.presets import load_preset
 from bench.data import AUGMENTATIONS, Batches, check_augment, load_dataset
 from bench.defense_track import defense_run, model_spec_for
-from bench.errors import BenchError
-from bench.settings import parse
+from core.errors import BenchError
+from bench.config.settings import parse
 
 
 def _batch(n=64, c=1, size=28, seed=0):

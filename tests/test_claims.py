@@ -1,4 +1,4 @@
-"""The paper's claims under one rule (bench/claims.py): Holm over the family of all measured
+"""The paper's claims under one rule (bench/report/claims.py): Holm over the family of all measured
 comparisons, then holds / does not hold / cannot tell by the adjusted p and the sign."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from bench.claims import CLAIMS, Claim, Comparison, Sources, verdicts, verdicts_markdown
-from bench.report import build_tables
+from bench.report.claims import CLAIMS, Claim, Comparison, Sources, verdicts, verdicts_markdown
+from bench.report.tables import build_tables
 from tests.test_report import masks_row
 
 
@@ -126,7 +126,7 @@ def test_a_measured_refutation_still_decides_a_partly_measured_claim():
 
 
 def test_claim_label_rule():
-    from bench.claims import claim_label
+    from bench.report.claims import claim_label
     assert claim_label(["holds", "holds"]) == "holds"
     assert claim_label(["holds", "not measured"]) == "partly measured"
     assert claim_label(["cannot tell", "not measured"]) == "partly measured"

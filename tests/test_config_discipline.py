@@ -10,10 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "attacks", "defenses")
-# bench/folder_settings.py parses the preset dict a results folder recorded (settings.json) with
+# bench/config/folder_settings.py parses the preset dict a results folder recorded (settings.json) with
 # ``parse``, as a run's meta.json is read back: the one other place a recorded dict is read.
-PARSERS = {"bench/config.py", "bench/settings.py", "bench/eval_settings.py", "bench/distill/settings.py",
-           "bench/multitask/settings.py", "bench/folder_settings.py"}
+PARSERS = {"bench/config/presets.py", "bench/config/settings.py", "bench/config/eval_settings.py", "bench/distill/settings.py",
+           "bench/multitask/settings.py", "bench/config/folder_settings.py"}
 # A read of a config dict: cfg[...] / cfg.get(...), the parsed dict (``.source``) indexed,
 # or the recorded config read back out of a run's meta.json (``["config"]``).
 READS = re.compile(r"""\bcfg\s*\[|\bcfg\.get\(|\.source\s*\[|\.source\.get\(|\[\s*["']config["']\s*\]""")

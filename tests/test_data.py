@@ -9,7 +9,7 @@ import torch
 
 import bench.data as data
 from bench.data import AUGMENTATIONS, Batches, load_dataset
-from bench.errors import BenchError
+from core.errors import BenchError
 from conftest import make_images, write_mnist_like
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from bench.distill import DISTILLERS
 from bench.distill.base import freeze, teacher_input_gradient
 from bench.distill.kd import soft_target_kl
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 from conftest import make_images
 from bench.method import Context, Ramp

@@ -12,11 +12,11 @@ import torch
 
 from bench.checkpoint import save_weights
 from bench.cli import main
-from bench.config import apply_overrides, load_preset
-from bench.settings import parse
+from bench.config.presets import apply_overrides, load_preset
+from bench.config.settings import parse
 from bench.distill.imagefolder import load_image_folder
 from bench.distill.track import run_track, sparse_subset
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import MODELS, ModelSpec, build_model
 from bench.splits import load_splits
 

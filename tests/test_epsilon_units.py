@@ -10,16 +10,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attacks.evaluate import evaluate
-from attacks.row_schema import LATER_FIELDS, ROW_FIELDS, pack_mask, upgrade_rows
-from attacks.subjects import EvalSet, Subject
+from bench.eval.evaluate import evaluate
+from bench.eval.schema import LATER_FIELDS, ROW_FIELDS, pack_mask, upgrade_rows
+from bench.eval.subjects import EvalSet, Subject
 from bench.cli import main
-from bench.epsilon_units import epsilon_phrase, pixel_sweep, to_normalized, to_pixels
-from bench.errors import BenchError
-from bench.eval_settings import sweep_specs
+from bench.config.epsilon_units import epsilon_phrase, pixel_sweep, to_normalized, to_pixels
+from core.errors import BenchError
+from bench.config.eval_settings import sweep_specs
 from bench.pipeline import resolve_config
-from bench.report import build_tables, caption
-from bench.rows import read_rows
+from bench.report.tables import build_tables, caption
+from bench.csv_files import read_rows
 
 # The published statistics, typed here independently of the registry (bench.data.DATASETS):
 # a wrong std there, or the mean used for the std, fails the closed forms below.

@@ -1,4 +1,4 @@
-"""The pre-registered verdict family (bench/family.py, issue 30): the family and its size come
+"""The pre-registered verdict family (bench/report/family.py, issue 30): the family and its size come
 from the committed file, never from the results; one Holm correction over every comparison x
 network x epsilon; unmeasured members are "not measured" and count with p = 1; bad files are
 refused with the nearest valid name."""
@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attacks.row_schema import ROW_FIELDS
-from bench.claims import CLAIMS
+from bench.eval.schema import ROW_FIELDS
+from bench.report.claims import CLAIMS
 from bench.cli import main
-from bench.errors import BenchError
-from bench.family import family_markdown, family_verdicts, load_family, parse_folders
-from bench.rows import read_rows, write_rows
+from core.errors import BenchError
+from bench.report.family import family_markdown, family_verdicts, load_family, parse_folders
+from bench.csv_files import read_rows, write_rows
 from bench.stats import holm
 from tests.test_report import masks_row
 
@@ -162,7 +162,7 @@ def _bad(tmp_path, old, new, count=1):
 
 @pytest.mark.parametrize("old,new,message", [
     ('name = "GREACE alone is robust"', 'name = "GREACE alone is robst"',
-     r"claims\[1\].name = 'GREACE alone is robst' is not a known claim of bench/claims.py; "
+     r"claims\[1\].name = 'GREACE alone is robst' is not a known claim of bench/report/claims.py; "
      r"did you mean GREACE alone is robust\?"),
     ('{first = "greace", second = "fgsm-at"', '{first = "greace", second = "fgsm_at"',
      r"claims\[1\].comparisons\[1\].second = 'fgsm_at' is not a known defense; did you mean fgsm-at\?"),
@@ -179,7 +179,7 @@ def _bad(tmp_path, old, new, count=1):
      r"epsilons\[0\].units = 'normalised' is invalid: expected one of 'pixel', 'normalized'"),
     ('value = 0.1\nunits = "pixel"', 'value = 0.0353\nunits = "pixel"', r"repeats an epsilon of the family"),
     ('{first = "greace", second = "fgsm-at", column = "Non-targeted iFGSM", sign = "+"},\n', '',
-     r"lists other comparisons than bench/claims.py defines for it: greace > baseline on Non-targeted iFGSM; "
+     r"lists other comparisons than bench/report/claims.py defines for it: greace > baseline on Non-targeted iFGSM; "
      r"greace > fgsm-at on Non-targeted iFGSM"),
     ('name = "GREAT adds robustness to single-step attacks"', 'name = "GREAT is the best student in the sparse regime"',
      r"is a distillation claim; a family file holds robustness claims"),

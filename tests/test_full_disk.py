@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import BenchError
-from bench.rows import merge_rows, read_rows
+from core.errors import BenchError
+from bench.csv_files import merge_rows, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _full_disk(monkeypatch, match: str = "") -> None:
-    """Every Path.write_text of a temporary file (bench.atomic's) whose target name contains
+    """Every Path.write_text of a temporary file (core.atomic's) whose target name contains
     ``match`` runs out of space after writing half of its text."""
     real = Path.write_text
 
@@ -58,7 +58,7 @@ def test_the_command_line_exits_2_without_a_traceback(tmp_path, monkeypatch, cap
 
 def test_a_full_disk_outside_the_atomic_writes_is_a_clear_error_too(tmp_path, monkeypatch, capsys):
     """Mutation: the command line without its ENOSPC branch lets the OSError through."""
-    import bench.robustbench as rb
+    import bench.publish.robustbench as rb
 
     def fail(infos, out_dir):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out_dir) / "x.json"))

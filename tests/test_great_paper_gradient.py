@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import BatchRMSNorm, ModelSpec, build_model
 from bench.method import Context, Ramp
 from defenses.great import GREAT, GREATCE

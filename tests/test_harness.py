@@ -7,16 +7,16 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-from attacks import evaluate as ev
-from attacks.evaluate import evaluate, evaluate_subject
+from bench.eval import evaluate as ev
+from bench.eval.evaluate import evaluate, evaluate_subject
 from attacks.perturbation import check_perturbation
-from attacks.row_schema import ROW_FIELDS, unpack_mask
-from attacks.subjects import EvalSet, Subject, subject_from_factory, subject_from_run
-from bench.rows import read_rows
+from bench.eval.schema import ROW_FIELDS, unpack_mask
+from bench.eval.subjects import EvalSet, Subject, subject_from_factory, subject_from_run
+from bench.csv_files import read_rows
 from attacks.registry import parse_spec, sweep
 from attacks.targets import random_targets
 from bench.checkpoint import save_weights
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 
 

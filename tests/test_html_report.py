@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.row_schema import ROW_FIELDS, pack_mask
-from bench.eval_settings import EvalSettings
-from bench.reporting import write_report
+from bench.eval.schema import ROW_FIELDS, pack_mask
+from bench.config.eval_settings import EvalSettings
+from bench.report.write import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "build" / "test-artifacts"
@@ -227,7 +227,7 @@ def _verdict(first, second, p_holm, verdict, claim_verdict, diff):
 def test_a_claims_line_shows_the_comparison_that_decides_its_label():
     """Cannot tell: the weakest comparison (largest Holm p), not the strongest; does not hold:
     the comparison that does not hold."""
-    from bench.html_report import verdict_lines
+    from bench.report.html import verdict_lines
 
     strong, weak = _verdict("greace", "baseline", 0.0001, "holds", "cannot tell", 30.0), \
         _verdict("greace", "fgsm-at", 0.4, "cannot tell", "cannot tell", 1.0)
@@ -242,7 +242,7 @@ def test_a_claims_line_shows_the_comparison_that_decides_its_label():
 def test_each_worst_case_column_names_the_attacks_it_covers():
     """Issue 28: at the sweep's extra epsilons the worst case may cover FGSM and iFGSM only; the
     page names each column's attack set in a visible row, not only in a tooltip."""
-    from bench.html_report import worst_case_table
+    from bench.report.html import worst_case_table
 
     def w(eps, attacks):
         return {"defense": "fgsm-at", "seed": 0, "norm": "Linf", "epsilon": eps, "accuracy": 0.5, "ci_low": 0.4,
@@ -257,7 +257,7 @@ def test_each_worst_case_column_names_the_attacks_it_covers():
 
 
 def test_a_partly_measured_claims_line_names_the_missing_comparison():
-    from bench.html_report import verdict_lines
+    from bench.report.html import verdict_lines
 
     nan = float("nan")
     held = _verdict("greace", "baseline", 0.0001, "holds", "partly measured", 30.0)

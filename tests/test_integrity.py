@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.atomic import write_text
-from bench.errors import BenchError
+from core.atomic import write_text
+from core.errors import BenchError
 from bench.pipeline import resolve_config, train_all
 from bench.defense_track import train_defense
 import concurrent_writer
-from bench.rows import read_rows
+from bench.csv_files import read_rows
 from bench.run import Run
-from bench.settings import Variant, parse_variant_arg
+from bench.config.settings import Variant, parse_variant_arg
 
 TINY = ["data.train_subset=64", "data.test_subset=32", "train.epochs=1", "eval.n_test=32"]
 
@@ -149,8 +149,8 @@ def test_concurrent_writers_keep_every_row(tmp_path):
 def test_a_row_with_the_wrong_field_count_is_refused_and_nothing_is_rewritten(tmp_path, damage):
     """A robustness.csv whose last row was cut mid-line (a crash, a full disk) or has a field
     too many is refused with the file and line; it is never rewritten with empty fields."""
-    from attacks.row_schema import ROW_FIELDS, row_key
-    from bench.rows import merge_rows
+    from bench.eval.schema import ROW_FIELDS, row_key
+    from bench.csv_files import merge_rows
     path = tmp_path / "robustness.csv"
     text = ",".join(ROW_FIELDS) + "\n" + ",".join(f"v{i}" for i in range(len(ROW_FIELDS))) + "\n"
     second = ",".join(f"w{i}" for i in range(len(ROW_FIELDS)))
@@ -174,7 +174,7 @@ def test_variants_train_into_their_own_runs_and_rows(tmp_path):
     base, variant = (meta(r) for r in runs)
     assert (base["hp"]["alpha_max"], variant["hp"]["alpha_max"]) == (1.0, 0.1)
     assert variant["defense"] == "great-a01" and variant["base_defense"] == "great"
-    from attacks.subjects import subject_from_run
+    from bench.eval.subjects import subject_from_run
 
     assert subject_from_run(runs[1]).defense == "great-a01"  # the name every row, table and plot shows
 
@@ -248,8 +248,8 @@ def test_two_names_with_equal_checkpoints_keep_a_row_each(tmp_path):
     is still its own row: the row key holds the defense's name, not only the checkpoint."""
     import torch
 
-    from attacks.evaluate import evaluate
-    from attacks.subjects import EvalSet, Subject
+    from bench.eval.evaluate import evaluate
+    from bench.eval.subjects import EvalSet, Subject
     from attacks.registry import sweep
 
     torch.manual_seed(0)
@@ -339,10 +339,10 @@ def test_one_run_folder_layout_with_one_escaping_rule():
 
 def test_evaluation_takes_the_test_split_from_the_recorded_identity_not_the_config(tmp_path):
     """Issue 19: the config dict in meta.json is a record, not a file format evaluation reads."""
-    from attacks.subjects import eval_set_for, recorded_data, subject_from_run
+    from bench.eval.subjects import eval_set_for, recorded_data, subject_from_run
     from bench.pipeline import evaluate_runs
     from bench.splits import DataSettings
-    from bench.eval_settings import sweep_specs
+    from bench.config.eval_settings import sweep_specs
     import torch
 
     s = tiny("data.subset_seed=3")

@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.evaluate import evaluate_subject
+from bench.eval.evaluate import evaluate_subject
 from attacks.registry import sweep
-from attacks.subjects import EvalSet, Subject
+from bench.eval.subjects import EvalSet, Subject
 from bench.data import load_dataset, to_float
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

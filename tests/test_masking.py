@@ -5,11 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.evaluate import evaluate_subject
-from attacks.row_schema import pack_mask
-from attacks.subjects import EvalSet, Subject
+from bench.eval.evaluate import evaluate_subject
+from bench.eval.schema import pack_mask
+from bench.eval.subjects import EvalSet, Subject
 from attacks.registry import sweep
-from bench.masking import (Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, min_norm_vs_fixed_radius,
+from bench.report.masking import (Thresholds, black_box_vs_white_box, l2_contains_linf, masking_checks, min_norm_vs_fixed_radius,
                            monotone_in_eps)
 
 
@@ -169,7 +169,7 @@ def test_black_box_and_transfer_checks_ignore_cascade_rows_and_can_still_fail():
     and the AutoAttack cascade after them is weaker than either: each check must flag.
     (Mutation: reading the cascade row as white-box, i.e. ``_white_box`` instead of
     ``_own_white_box``, turns both flags into passes.)"""
-    from bench.masking import transfer_vs_white_box
+    from bench.report.masking import transfer_vs_white_box
     pgd = row("pgd", 0.1, [1, 1, 1, 1, 0, 0], steps=20, kind="attack")
     square = row("square", 0.1, [0, 0, 1, 1, 0, 0], kind="attack")
     transfer = row("transfer", 0.1, [1, 0, 0, 1, 0, 0], kind="attack", transfer_from="baseline seed 0 abc")

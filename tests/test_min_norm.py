@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attacks.evaluate import evaluate_subject
-from attacks.subjects import EvalSet, Subject
+from bench.eval.evaluate import evaluate_subject
+from bench.eval.subjects import EvalSet, Subject
 from attacks.registry import build_attack, parse_spec, sweep
 
 K, SIDE = 10, 28

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from bench.models import MODELS, ModelSpec, Normalize, aux_spec, build_model
-from bench.errors import BenchError
+from core.errors import BenchError
 
 # Teacher-sized architectures (tens of millions of weights) are checked at one input
 # size with a batch of 2; the others at both sizes.

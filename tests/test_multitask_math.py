@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec
 from bench.multitask.gal import GALs, gal_scale
 from bench.multitask.methods import MULTITASK_METHODS

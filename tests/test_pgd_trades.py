@@ -16,11 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import Context, Ramp
 from bench.models import ModelSpec, build_model
-from bench.settings import parse
-from bench.config import load_preset
+from bench.config.settings import parse
+from bench.config.presets import load_preset
 from defenses import DEFENSES
 from defenses.pgd import PGDDefense, pgd_linf, project
 from defenses.pgd_at import PGDAdversarialTraining

@@ -1,4 +1,4 @@
-"""``bench.published`` (the first half of ``great-bench verify``): every number a results folder
+"""``bench.publish.published`` (the first half of ``great-bench verify``): every number a results folder
 publishes against the per-example masks of its rows. The committed folders agree; a copy of
 results/quick with one number raised in robustness.csv, worst_case.csv, table.csv, table.md or
 an exported RobustBench file disagrees, with a line naming the file and the number, and
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.published import check_folder
+from bench.publish.published import check_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("robustness.csv", "worst_case.csv", "table.csv", "table.md")

@@ -11,22 +11,22 @@ import torch.nn as nn
 
 import numpy as np
 
-from attacks.evaluate import evaluate
-from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval, write_rows
+from bench.eval.evaluate import evaluate
+from bench.eval.schema import ROW_FIELDS, pack_mask, with_interval, write_rows
 from attacks.registry import sweep
-from attacks.subjects import EvalSet, Subject
-from bench import rows as bench_rows
-from bench.rows import read_rows
+from bench.eval.subjects import EvalSet, Subject
+from bench import csv_files as bench_rows
+from bench.csv_files import read_rows
 from bench.cli import main
-from bench.compare import across_seeds, compare, comparison_markdown, default_reference
-from bench.errors import BenchError
-from bench.eval_settings import EvalSettings
-from bench.plots import curves, plot_acc_vs_eps
-from bench.report import COLUMNS, build_tables, to_csv, to_latex, to_markdown
-from bench.reporting import write_report
+from bench.report.compare import across_seeds, compare, comparison_markdown, default_reference
+from core.errors import BenchError
+from bench.config.eval_settings import EvalSettings
+from bench.report.plots import curves, plot_acc_vs_eps
+from bench.report.tables import COLUMNS, build_tables, to_csv, to_latex, to_markdown
+from bench.report.write import write_report
 from bench.saliency import plot_saliency, saliency
 from bench.stats import aggregate, mcnemar_exact, newcombe_paired, wilson
-from bench.worst_case import worst_case_rows
+from bench.report.worst_case import worst_case_rows
 
 ACC = {  # defense -> seed -> (attack, mode, eps) -> accuracy
     "baseline": {0: {("none", "untargeted", 0.0): 0.90, ("fgsm", "untargeted", 0.1): 0.30,
@@ -170,7 +170,7 @@ def test_across_seeds_adds_the_paired_t_and_the_sampling_error_of_the_shared_exa
     assert (r["better"], r["worse"], r["cannot_say"]) == (
         per_seed.get("better", 0), per_seed.get("worse", 0), per_seed.get("cannot say", 0))
     assert "across 3 training seeds" in comparison_markdown(comp, tables)
-    from bench.html_report import across_seeds_table
+    from bench.report.html import across_seeds_table
 
     html = across_seeds_table(s, tables[0])
     assert 'id="across-seeds-toy"' in html and f"{r['mean_diff_pct']:+.1f} [{r['ci_low_pct']:+.1f}," in html

@@ -1,4 +1,4 @@
-"""``bench.results``: the DataFrame API checked against the committed CSVs, with an interval
+"""``bench.report.results``: the DataFrame API checked against the committed CSVs, with an interval
 and a worst case recomputed here independently (scipy's Wilson interval, masks unpacked
 from their hex text bit by bit), and the README's notebook example run as printed."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from bench import results
-from bench.errors import BenchError
+from bench.report import results
+from core.errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "results" / "quick"

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attacks.row_schema import row_kind
+from bench.eval.schema import row_kind
 
 from bench.cli import main
-from bench.errors import BenchError
-from bench.robustbench import FIELDS, eps_text, model_infos, write_model_infos
+from core.errors import BenchError
+from bench.publish.robustbench import FIELDS, eps_text, model_infos, write_model_infos
 
 ROOT = Path(__file__).resolve().parent.parent
 RB_TYPES = {"link": str, "name": str, "authors": str, "additional_data": bool, "number_forward_passes": int,
@@ -112,7 +112,7 @@ def test_eps_text_is_the_shorter_exact_form(eps, text):
 def _synthetic(folder: Path, n: int, aa_steps: int = 100, aa_queries: int = 5000, dataset: str = "cifar10",
                aa_kind: str = "attack") -> Path:
     """One model's rows: clean, FGSM and AutoAttack at 8/255 on n examples."""
-    from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval
+    from bench.eval.schema import ROW_FIELDS, pack_mask, with_interval
     import torch
 
     rng = np.random.default_rng(0)
@@ -188,7 +188,7 @@ def test_export_needs_a_known_preset(tmp_path, capsys):
 def test_the_clean_accuracy_comes_from_the_largest_clean_row(tmp_path):
     """A model evaluated on 100 images, then on 10,000: the export takes the clean row with the
     most images (mutation: iloc[0] for iloc[-1] where the export picks the clean row)."""
-    from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval
+    from bench.eval.schema import ROW_FIELDS, pack_mask, with_interval
     import torch
 
     results = _synthetic(tmp_path / "r", 10_000)

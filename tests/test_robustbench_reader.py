@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.row_schema import ROW_FIELDS, pack_mask, with_interval
-from bench.robustbench import model_infos, write_model_infos
+from bench.eval.schema import ROW_FIELDS, pack_mask, with_interval
+from bench.publish.robustbench import model_infos, write_model_infos
 
 RB_DIR = Path(sys.prefix) / "robustbench-1.1.1"
 

@@ -1,4 +1,4 @@
-"""AutoAttack-style sanity flags (bench.sanity): each trips on a model built to trip it,
+"""AutoAttack-style sanity flags (bench.eval.sanity): each trips on a model built to trip it,
 with the number behind it, and a plain model passes all of them."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.sanity import SanityThresholds, sanity_checks
+from bench.eval.sanity import SanityThresholds, sanity_checks
 
 D, K, N = 4 * 4, 3, 16
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.stats import (Paired, aggregate, half_width, mcnemar_exact, newcombe_paired, paired,
                          paired_seed_difference, seed_interval, wilson)
 

@@ -210,7 +210,7 @@ FOLDERS = [("results/study", None, None), ("results/study-resnet", None, None),
 
 @pytest.mark.parametrize("folder,epsilon,csv_path", FOLDERS, ids=[f[0] for f in FOLDERS])
 def test_recomputed_verdicts_equal_the_reports_verdicts_csv(folder, epsilon, csv_path):
-    from bench.writeup import Study
+    from bench.report.writeup import Study
     study = Study(folder, epsilon, csv=csv_path)
     written = _csv(study.folder / "verdicts.csv")
     assert len(study.verdicts) == len(written)

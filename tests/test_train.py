@@ -15,7 +15,7 @@ import torch
 
 from bench.checkpoint import STATE_FILE, load_run, load_weights, read_weights
 from bench.cli import main
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.defense_track import train_defense
 from bench.pipeline import resolve_config

@@ -1,15 +1,15 @@
 """Training radii in the preset's epsilon units (issue 30): FGSM-AT's fgsm_eps = 0.2 in the
 paper's normalised units trains at 0.2 * std pixels, converted by the one conversion the eval
-epsilons use (bench.epsilon_units), in [hp], [defense_hp] and variants alike."""
+epsilons use (bench.config.epsilon_units), in [hp], [defense_hp] and variants alike."""
 from __future__ import annotations
 
 import pytest
 
-from bench.config import load_preset
+from bench.config.presets import load_preset
 from bench.defense_track import defense_run, model_spec_for
-from bench.epsilon_units import DISTANCE_HP, distance_hp, to_pixels
+from bench.config.epsilon_units import DISTANCE_HP, distance_hp, to_pixels
 from bench.method import hp_keys
-from bench.settings import defense_class, parse
+from bench.config.settings import defense_class, parse
 from defenses import DEFENSES
 
 FASHION_STD = 0.3530  # typed here, independently of bench.data.DATASETS

@@ -10,15 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
 
-from attacks.evaluate import evaluate
+from bench.eval.evaluate import evaluate
 from attacks.registry import parse_spec, sweep
-from attacks.row_schema import ROW_FIELDS, pack_mask, unpack_mask, upgrade_rows
-from attacks.subjects import EvalSet, Subject
-from attacks.transfer import TransferAttack, find_source
-from bench.errors import BenchError
-from bench.masking import Thresholds, masking_checks, transfer_vs_white_box
-from bench.rows import read_rows
-from bench.worst_case import worst_case_rows
+from bench.eval.schema import ROW_FIELDS, pack_mask, unpack_mask, upgrade_rows
+from bench.eval.subjects import EvalSet, Subject
+from bench.eval.transfer import TransferAttack, find_source
+from core.errors import BenchError
+from bench.report.masking import Thresholds, masking_checks, transfer_vs_white_box
+from bench.csv_files import read_rows
+from bench.report.worst_case import worst_case_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,7 +164,7 @@ def test_a_gradient_masking_defense_is_caught_end_to_end(models):
 
 
 def evaluate_rows(s, data, specs, attack):
-    from attacks.evaluate import evaluate_subject
+    from bench.eval.evaluate import evaluate_subject
 
     return evaluate_subject(s, data, specs) + attack.rows(s, data, specs)
 
@@ -287,7 +287,7 @@ def test_the_pipeline_finds_the_source_run_and_every_view_shows_the_column(tmp_p
     assert "Transfer" in {r["column"] for r in read_rows(res / "table.csv")}
     # `evaluate RUNS`: the source is found beside the run in the standard layout
     run = tmp_path / "runs" / "fashion-mnist" / "fgsm-at" / "seed0"
-    from bench.eval_settings import sweep_specs
+    from bench.config.eval_settings import sweep_specs
 
     got, _ = evaluate_runs([run], sweep_specs(cfg.eval.sweep), tmp_path / "e.csv", cfg.eval, quiet=True)
     [again] = [r for r in got if r["attack"] == "transfer"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import load_preset
-from bench.errors import BenchError
+from bench.config.presets import load_preset
+from core.errors import BenchError
 from bench.tune import (Dimension, TuneRequest, best_row, best_toml, check_request, objective,
                         parse_dimension, pgd_accuracy, trial_settings, variant_line)
 
@@ -71,9 +71,9 @@ def test_best_row_is_the_finished_trial_with_the_highest_objective():
 
 
 def test_best_config_is_a_variant_run_accepts(tmp_path):
-    from bench.config import load_preset
+    from bench.config.presets import load_preset
     from bench.pipeline import resolve_config
-    from bench.settings import parse
+    from bench.config.settings import parse
 
     row = {"trial": "x", "config": json.dumps({"alpha_max": 0.0123456789, "lr": 0.005}),
            "val_clean_acc": 0.7, "val_robust_acc": 0.3, "epochs_run": 2}

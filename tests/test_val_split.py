@@ -6,7 +6,7 @@ import pytest
 import torch
 from dataclasses import replace
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.pipeline import resolve_config
 
 

@@ -1,13 +1,13 @@
-"""The claims side by side across results folders (bench/verdict_matrix.py): each cell is
+"""The claims side by side across results folders (bench/report/verdict_matrix.py): each cell is
 the folder's own verdict with the comparison that decides it, read from its verdicts.csv."""
 from __future__ import annotations
 
 import pytest
 
-from bench.claims import CLAIMS, FIELDS
-from bench.errors import BenchError
-from bench.rows import write_rows
-from bench.verdict_matrix import parse_columns, verdict_matrix
+from bench.report.claims import CLAIMS, FIELDS
+from core.errors import BenchError
+from bench.csv_files import write_rows
+from bench.report.verdict_matrix import parse_columns, verdict_matrix
 
 
 def _row(claim, first, second, column, diff, p_holm, verdict, claim_verdict):
@@ -47,7 +47,7 @@ def test_each_cell_is_the_folders_verdict_with_its_deciding_comparison(tmp_path)
         in lines[boost].split(" | ")[1]
     assert "GRE(AT+CE) − GREAT, Non-targeted iFGSM: +3.0 [+2.0, +4.0], Holm p 0.030" in lines[boost]
     assert lines["Comparisons in the Holm family"].endswith("| 6 | 3 |")
-    # claims in bench.claims order, only those some folder measured
+    # claims in bench.report.claims order, only those some folder measured
     order = [line.split(" | ")[0].strip("| ") for line in text.splitlines()[2:-1]]
     assert order == [single, greace, boost]
 

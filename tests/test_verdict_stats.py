@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.stats import (claim_verdict, holm, inverted_p_value, newcombe_paired, paired_across_seeds)
 
 

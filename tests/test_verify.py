@@ -2,7 +2,7 @@
 
 Two tiny trained runs are attacked with a sweep that has every kind of worst-case cell
 (single Linf attacks, several attacks at one epsilon, PGD with restarts, a minimum-norm L2
-entry whose one run serves several radii). The saved files are checked independently of ``bench.verify``
+entry whose one run serves several radii). The saved files are checked independently of ``bench.publish.verify``
 (every cell's examples are exactly the clean-correct examples the CSV's masks call broken,
 every image inside its ball), then ``verify`` must agree everywhere, and fail with a clear
 line on a tampered example, an example that no longer fools the model, a swapped
@@ -19,13 +19,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from attacks.adversarial_store import read_adversarials
-from attacks.row_schema import unpack_mask
-from attacks.subjects import data_of_meta, eval_set_for
+from bench.eval.adversarial_store import read_adversarials
+from bench.eval.schema import unpack_mask
+from bench.eval.subjects import data_of_meta, eval_set_for
 from bench.checkpoint import read_meta, sha256_file
 from bench.cli import main
-from bench.robustbench import model_infos
-from bench.verify import verify
+from bench.publish.robustbench import model_infos
+from bench.publish.verify import verify
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -274,7 +274,7 @@ def _swap_examples(results: Path, defense: str, norm: str, eps: float, broken: i
     """In every attack row of one model at (norm, eps), swap the mask bits of two examples:
     each row keeps its count, the worst case keeps its count, but another example is broken."""
     import numpy as np
-    from attacks.row_schema import pack_mask
+    from bench.eval.schema import pack_mask
 
     rows = _rows(results)
     for r in rows:
@@ -291,7 +291,7 @@ def _swap_examples(results: Path, defense: str, norm: str, eps: float, broken: i
 def test_masks_breaking_as_many_other_examples_disagree(evaluated, tmp_path, capsys):
     """Issue 28 item 8: rows whose masks break as many examples as the saved files, but other
     ones, disagree (mutation: comparing only how many agrees)."""
-    from bench.worst_case import worst_case_rows
+    from bench.report.worst_case import worst_case_rows
 
     results, path, _, _ = _to_tamper(evaluated, tmp_path, 1, 0.1)  # fgsm-at: robust examples exist
     rows = _rows(results)

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.commands.common import common_args
-from bench.config import apply_overrides
-from bench.errors import BenchError
-from bench.folder_settings import settings_for, write_folder_settings
-from bench.settings import apply_options, parse
-from bench.eval_settings import sweep_specs
+from bench.config.presets import apply_overrides
+from core.errors import BenchError
+from bench.config.folder_settings import settings_for, write_folder_settings
+from bench.config.settings import apply_options, parse
+from bench.config.eval_settings import sweep_specs
 from bench.pipeline import default_results_dir, evaluate_model, evaluate_runs, report, resolve_config
 
 

@@ -1,9 +1,9 @@
-"""``export``: results in another benchmark's format (argument parsing over ``bench.robustbench``)."""
+"""``export``: results in another benchmark's format (argument parsing over ``bench.publish.robustbench``)."""
 from __future__ import annotations
 
 import argparse
 
-from bench.robustbench import export_robustbench
+from bench.publish.robustbench import export_robustbench
 
 FORMATS = {"robustbench": export_robustbench}
 

@@ -1,16 +1,16 @@
 """``verdicts``: the paper's claims side by side across results folders (argument parsing
-over ``bench.verdict_matrix``), or judged over a pre-registered family (``--family``,
-``bench.family``)."""
+over ``bench.report.verdict_matrix``), or judged over a pre-registered family (``--family``,
+``bench.report.family``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.atomic import write_text
-from bench.errors import BenchError
-from bench.family import FIELDS, family_markdown, family_verdicts, load_family, parse_folders
-from bench.rows import csv_text
-from bench.verdict_matrix import parse_columns, verdict_matrix
+from core.atomic import write_text
+from core.errors import BenchError
+from bench.report.family import FIELDS, family_markdown, family_verdicts, load_family, parse_folders
+from bench.csv_files import csv_text
+from bench.report.verdict_matrix import parse_columns, verdict_matrix
 
 
 def _family(args: argparse.Namespace) -> str:

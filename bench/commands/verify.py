@@ -1,10 +1,10 @@
 """``verify``: check every published number of a results folder against its rows' masks, and
-every worst-case cell against its saved adversarial examples (argument parsing over ``bench.verify``)."""
+every worst-case cell against its saved adversarial examples (argument parsing over ``bench.publish.verify``)."""
 from __future__ import annotations
 
 import argparse
 
-from bench.verify import run_verify
+from bench.publish.verify import run_verify
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.data import ImageData
-from bench.errors import BenchError
+from core.errors import BenchError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 TEST_SPLITS = ("val", "test")

@@ -1,4 +1,4 @@
 """The distiller registry: name -> Distiller subclass (``package.module:Class`` also works)."""
-from bench.registry import Registry
+from core.registry import Registry
 
 DISTILLERS = Registry("distiller")

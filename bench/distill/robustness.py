@@ -1,6 +1,6 @@
 """Clean, FGSM and iFGSM accuracy of a trained student (beyond the paper's Table 3).
 
-Goes through the attack harness's protocol (``attacks.evaluate.evaluate_subject``): eval
+Goes through the attack harness's protocol (``bench.eval.evaluate.evaluate_subject``): eval
 mode and fp32, clean predictions once, only clean-correct examples attacked, clean errors
 counted as errors (an attack can never turn a misclassified image into a correct one), and
 every adversarial batch checked to lie in [0, 1] and within epsilon. FGSM (Goodfellow et
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from attacks.evaluate import evaluate_subject
-from attacks.subjects import EvalSet, Subject
+from bench.eval.evaluate import evaluate_subject
+from bench.eval.subjects import EvalSet, Subject
 from attacks.registry import parse_spec
-from bench.config import check_epsilon
+from core.checks import check_epsilon
 from bench.data import ImageData, to_float
 
 ATTACK_COLUMNS = {"fgsm_acc": "fgsm:eps={eps}", "ifgsm_acc": "ifgsm:eps={eps},steps=10"}

@@ -31,12 +31,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int, positive_int,
-                          seed_list)
+from bench.config.checks import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
+                                 positive_int, seed_list)
 from bench.splits import DataSettings
 from bench.distill import DISTILLERS
-from bench.errors import BenchError
-from bench.eval_settings import EvalSettings
+from core.errors import BenchError
+from bench.config.eval_settings import EvalSettings
 from bench.method import hp_keys, hp_kinds
 
 REGIMES = ("dense", "sparse")

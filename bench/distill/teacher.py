@@ -20,7 +20,7 @@ from bench.checkpoint import load_run, read_meta
 from bench.data import Batches, ImageData
 from bench.distill.registry import DISTILLERS
 from bench.distill.settings import TeacherSettings
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import Context, code_version
 from bench.models import ModelSpec, build_model
 from bench.run import Run, run_path

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.atomic import write_text
+from core.atomic import write_text
 from bench.checkpoint import read_meta
 from bench.data import DATASETS, Batches, ImageData
 from bench.distill import DISTILLERS
@@ -25,12 +25,12 @@ from bench.distill.report import table3_markdown
 from bench.distill.robustness import robust_accuracy
 from bench.distill.settings import Pair, Regime, check_fraction
 from bench.distill.teacher import load_teacher, train_teacher
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.method import Context, hp_keys
-from bench.rows import csv_text
+from bench.csv_files import csv_text
 from bench.run import Run, method_identity, run_path
-from bench.settings import Settings
+from bench.config.settings import Settings
 from bench.splits import load_splits
 from bench.train import accuracy_on, fit, resolve_device
 

@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
-from bench.atomic import atomic_path
+from core.atomic import atomic_path
 from bench.data import ImageData, to_float
-from bench.errors import BenchError
+from core.errors import BenchError
 
 SALT_PEPPER_FRACTION = 0.04
 SPECKLE_STD = 0.1

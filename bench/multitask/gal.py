@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 class _GradientAlignment(torch.autograd.Function):

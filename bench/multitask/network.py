@@ -18,9 +18,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import BasicBlock, ModelSpec, Normalize, ResNet, aux_spec
-from bench.registry import Registry
+from core.registry import Registry
 
 ENCODERS: Registry[Callable[[ModelSpec], nn.Module]] = Registry("multi-task encoder")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.atomic import atomic_path, write_text
-from bench.rows import csv_text, read_rows
+from core.atomic import atomic_path, write_text
+from bench.csv_files import csv_text, read_rows
 from bench.stats import paired_seed_difference, seed_interval
 
 # Paper Table 4, CIFAR-10 columns (quoted for comparison; our runs regenerate the layout).

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.config import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
-                          positive_int, seed_list)
+from bench.config.checks import (check_hp_kinds, check_hp_values, check_keys, nonnegative_int, optional_positive_int,
+                                 positive_int, seed_list)
 from bench.data import DATASETS
 from bench.splits import DataSettings
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.method import LR
 from bench.multitask.methods import MULTITASK_METHODS
 from bench.multitask.network import ENCODERS

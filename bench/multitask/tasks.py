@@ -14,10 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.data import to_float
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.multitask.data import MultiTaskData
 from bench.multitask.network import classification_decoder, dense_decoder
-from bench.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 
 import bench.data as bdata
 from bench.checkpoint import read_meta
-from bench.errors import BenchError
+from core.errors import BenchError
 from bench.models import ModelSpec
 from bench.multitask.data import MultiTaskBatches, derive_multitask
 from bench.multitask.methods import MULTITASK_METHODS
@@ -25,7 +25,7 @@ from bench.multitask.settings import MultiTaskSettings
 from bench.multitask.tasks import evaluate
 from bench.splits import load_splits
 from bench.run import Run, method_identity, run_path
-from bench.settings import Settings
+from bench.config.settings import Settings
 from bench.train import fit, resolve_device
 from bench.method import Context
 

@@ -6,7 +6,7 @@ them executed, outputs included, so GitHub shows the numbers.
 
 ``tests/test_study_notebooks.py`` runs the check. Only text outputs are compared (Markdown,
 plain text, stdout; not stderr warnings); the kernel runs from the repository root's ``docs/studies`` with
-``$GREAT_BENCH_ROOT`` (bench.writeup.ROOT_ENV) naming where ``results/`` lives.
+``$GREAT_BENCH_ROOT`` (bench.report.writeup.ROOT_ENV) naming where ``results/`` lives.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Overhead of the harness over a bare torchattacks loop (target <= 5 %).
 
 The same PGD sweep (two epsilons, 10 steps) on the same small CNN and data, once through
-``attacks.evaluate.evaluate_subject`` (clean pass, targets, bounds checks, tidy rows) and
+``bench.eval.evaluate.evaluate_subject`` (clean pass, targets, bounds checks, tidy rows) and
 once as the minimal loop a user would write. Labels are the model's own clean
 predictions, so both attack every example. Run with
 ``.venv/bin/python -m pytest tests/benchmarks/test_eval_overhead.py --benchmark-only``.
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torchattacks
 
-from attacks.evaluate import evaluate_subject
-from attacks.subjects import EvalSet, Subject
+from bench.eval.evaluate import evaluate_subject
+from bench.eval.subjects import EvalSet, Subject
 from attacks.registry import sweep
 from bench.models import ModelSpec, build_model
 

@@ -2,8 +2,8 @@
 
 The same sweep (FGSM and PGD at two epsilons) on the same small CNN and 512 random images
 whose labels are the model's own predictions (every example is attacked, most are broken,
-so nearly every example is stored), through ``attacks.evaluate.evaluate_subject`` with and
-without the collector of ``attacks.adversarial_store`` (its file written at the end of each
+so nearly every example is stored), through ``bench.eval.evaluate.evaluate_subject`` with and
+without the collector of ``bench.eval.adversarial_store`` (its file written at the end of each
 round). Rounds alternate the two variants, so a shared machine's load hits both alike.
 Reported: the median seconds of each and the median of the per-round ratios. Nothing is
 asserted about time.
@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.adversarial_store import collector_for
-from attacks.evaluate import Subject, evaluate_subject
+from bench.eval.adversarial_store import collector_for
+from bench.eval.evaluate import evaluate_subject
+from bench.eval.subjects import Subject
 from attacks.registry import sweep
 from test_eval_overhead import BATCH, small_cnn_on_own_labels  # the same model and images
 

@@ -1,0 +1,128 @@
+"""Every view of the tidy rows, written into one results folder.
+
+``write_report`` turns robustness rows into the paper-layout tables (Markdown, LaTeX, CSV),
+the worst case over attacks per (norm, epsilon), the paired comparison with a reference
+defense, the accuracy-vs-epsilon curves, the gradient-masking checks and (given the models)
+the saliency maps. It reads rows only; it never attacks or trains.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from core.atomic import write_text
+from bench.report.claims import FIELDS as VERDICT_FIELDS, Sources, verdicts, verdicts_markdown
+from bench.report.compare import across_seeds, compare, comparison_markdown, default_reference
+from core.errors import BenchError
+from bench.config.eval_settings import EvalSettings
+from bench.report.html import render
+from bench.report.masking import Thresholds, as_rows, masking_checks
+from bench.report.plots import plot_acc_vs_eps
+from bench.report.tables import build_tables, masking_markdown, to_csv, to_latex, to_markdown
+from bench.csv_files import read_rows, write_rows
+from bench.saliency import plot_saliency
+from bench.eval.sanity import SANITY_CHECKS, SanityThresholds
+from bench.report.worst_case import WORST_FIELDS, worst_case_rows
+
+
+def earlier_sanity_flags(path: Path, checkpoints: set[str]) -> list[dict[str, Any]]:
+    """The sanity flags an earlier report computed on these exact checkpoints (same sha256).
+    They are properties of the model, not of the rows, so a report re-made from the CSV alone
+    (no ``--runs``: the run folders may be gone) keeps them instead of dropping them."""
+    if not path.is_file():
+        return []
+    return [r for r in read_rows(path) if r.get("check") in SANITY_CHECKS and r.get("checkpoint_sha256") in checkpoints]
+
+
+def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
+                 against: str | None = None, quiet: bool = False) -> list[Path]:
+    """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
+    default GREAT when present), verdicts.md/.csv (the paper's claims, ``bench.report.claims``), acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png,
+    and index.html: all of them on one self-contained page (``bench.report.html``)."""
+    if not rows:
+        raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
+    results.mkdir(parents=True, exist_ok=True)
+    if subjects:
+        # Tables list defenses in order of first appearance: with the models given, that is
+        # their order (the preset's), not the CSV's, where a re-evaluated run comes last.
+        rank = {str(d): i for i, d in enumerate(dict.fromkeys(s.defense for s in subjects))}
+        rows = sorted(rows, key=lambda r: rank.get(str(r["defense"]), len(rank)))
+    tables = build_tables(rows, settings.epsilon, settings.cw_radius)
+    reference = default_reference(tables, against)
+    comparison = compare(tables, reference) if reference else None
+    seeds = across_seeds(comparison) if comparison is not None else None
+    comparison_md = comparison_markdown(comparison, tables, seeds) if comparison is not None else ""
+    checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
+                                                     settings.near_zero), subjects=subjects, data=data,
+                                    sanity=SanityThresholds(epsilon=settings.epsilon),
+                                    transfer_source=settings.transfer_source))
+    if not subjects:
+        checks += earlier_sanity_flags(results / "masking.csv", {str(r["checkpoint_sha256"]) for r in rows})
+        # each model's carried flags beside its other checks, as when the models are given
+        order: dict[tuple, int] = {}
+        for c in checks:
+            order.setdefault((str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"])), len(order))
+        checks.sort(key=lambda c: order[(str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"]))])
+    # The paper's claims under one rule, Holm-corrected (bench/report/claims.py); the tracks' rows
+    # are read from this folder when their commands wrote them here.
+    claim_rows = verdicts(Sources.in_folder(tables, results))
+    verdicts_md = verdicts_markdown(claim_rows)
+    write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
+               + (verdicts_md + "\n" if verdicts_md else "") + masking_markdown(checks))
+    write_text(results / "table.tex", to_latex(tables))
+    write_text(results / "table.csv", to_csv(tables))
+    worst = worst_case_rows(rows)
+    write_rows(results / "worst_case.csv", worst, WORST_FIELDS)
+    write_rows(results / "masking.csv", checks, list(checks[0]) if checks else ["defense"])
+    plot_acc_vs_eps(rows, results / "acc_vs_eps.png", results / "acc_vs_eps.pdf")
+    written = [results / f for f in ("table.md", "table.tex", "table.csv", "worst_case.csv", "masking.csv",
+                                     "acc_vs_eps.png", "acc_vs_eps.pdf")]
+    if claim_rows:
+        write_text(results / "verdicts.md", verdicts_md)
+        write_rows(results / "verdicts.csv", claim_rows, VERDICT_FIELDS)
+        written += [results / "verdicts.md", results / "verdicts.csv"]
+    if comparison is not None:
+        write_text(results / "comparison.md", comparison_md)
+        write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
+                                                                 lineterminator="\n"))
+        written += [results / "comparison.md", results / "comparison.csv"]
+        if not seeds.empty:
+            write_text(results / "comparison_seeds.csv", seeds.to_csv(index=False, float_format="%.6g",
+                                                                      lineterminator="\n"))
+            written.append(results / "comparison_seeds.csv")
+    if subjects and data is not None:
+        first: dict[str, Any] = {}
+        for s in subjects:  # one model per defense (the first seed)
+            first.setdefault(s.defense, s.model)
+        idx = _one_per_class(data.y, settings.saliency_images)
+        plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
+        written.append(results / "saliency.png")
+    # Last: the page embeds the figures written above (and the tracks' tables when present).
+    page = render(f"great-bench results: {results.name}", tables, comparison=comparison, seeds=seeds,
+                  checks=checks, worst=worst, rows=rows, subjects=subjects,
+                  figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"),
+                           ("Saliency maps", results / "saliency.png")],
+                  tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
+                          ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
+                          ("Multi-task learning (paper Table 4)", results / "multitask.md"),
+                          ("Multi-task weights per epoch", results / "multitask_weights.png")],
+                  verdicts=claim_rows, headline=results / "acc_vs_eps.png")
+    write_text(results / "index.html", page)
+    written.append(results / "index.html")
+    if not quiet:
+        for p in written:
+            print(f"wrote {p}")
+    return written
+
+
+def _one_per_class(y, k: int):
+    """The first test example of each of the first k classes met: fixed, varied images."""
+    seen: dict[int, int] = {}
+    for i, c in enumerate(y.tolist()):
+        if c not in seen:
+            seen[c] = i
+        if len(seen) == k:
+            break
+    return torch.tensor(list(seen.values()), device=y.device)
