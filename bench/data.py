@@ -87,6 +87,7 @@ class DatasetSpec:
     channels: int
     size: int
     num_classes: int
+    test_size: int  # images in the official test split (RobustBench counts AutoAttack only on all of it)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str  # default training augmentation, see AUGMENTATIONS
@@ -206,16 +207,16 @@ def _svhn_reader(root: Path, split: str):
 
 
 DATASETS.add("fashion-mnist", DatasetSpec(
-    "fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "none", _idx_reader("FashionMNIST"),
+    "fashion-mnist", 1, 28, 10, 10_000, (0.2860,), (0.3530,), "none", _idx_reader("FashionMNIST"),
     _torchvision_fetch("FashionMNIST", train=lambda s: s == "train"), DEBIAN_FASHION_MNIST))
 DATASETS.add("mnist", DatasetSpec(
-    "mnist", 1, 28, 10, (0.1307,), (0.3081,), "none", _idx_reader("MNIST"),
+    "mnist", 1, 28, 10, 10_000, (0.1307,), (0.3081,), "none", _idx_reader("MNIST"),
     _torchvision_fetch("MNIST", train=lambda s: s == "train")))
 DATASETS.add("cifar10", DatasetSpec(
-    "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop-flip",
+    "cifar10", 3, 32, 10, 10_000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop-flip",
     _cifar10_reader, _fetch_cifar10_binary))
 DATASETS.add("svhn", DatasetSpec(
-    "svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop",
+    "svhn", 3, 32, 10, 26_032, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "crop",
     _svhn_reader, _torchvision_fetch("SVHN", split=lambda s: s)))
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from core.atomic import atomic_path
-from bench.report.tables import display
+from bench.defense_cards import display
 
 
 def saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.eval.schema import unpack_mask, upgrade_rows
-from bench.report.tables import build_tables, table_frame
+from bench.report.tables import WORST_CASE, build_tables, table_frame
 from bench.publish.robustbench import model_infos
 from bench.csv_files import read_rows
 from bench.stats import wilson
@@ -132,7 +132,7 @@ TABLE_VALUES = ("mean_pct", "std_pct", "seeds", "n", "ci_low_pct", "ci_high_pct"
 def table_cw_radius(published: Sequence[dict], default: float) -> float:
     """The CW radius of a table.csv (its 'Worst case L2 r' column), else ``default``."""
     for r in published:
-        m = re.fullmatch(r"Worst case L2 (\S+)", r["column"])
+        m = re.fullmatch(rf"{WORST_CASE} L2 (\S+)", r["column"])
         if m:
             return float(m.group(1))
     return default

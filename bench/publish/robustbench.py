@@ -38,50 +38,17 @@ import pandas as pd
 from bench.eval.adversarial_store import existing_adversarial_path
 from attacks.registry import ATTACKS
 from bench.eval.schema import ATTACK, CASCADE, row_kind
-from bench.report import results as R
+from bench.report import results as frames
 from core.atomic import write_text
 from bench.checkpoint import sha256_file
+from bench.data import DATASETS
 from core.errors import BenchError
 from bench.report.masking import as_rows, masking_checks
 from bench.config.folder_settings import settings_for
 from bench.csv_files import read_rows
+from bench.defense_cards import paper_of
+from bench.report.tables import worst_case_column
 from bench.report.worst_case import WORST
-
-# Test-set sizes of the datasets' official splits: AutoAttack counts for RobustBench only on all of it.
-FULL_TEST_SET = {"fashion-mnist": 10_000, "mnist": 10_000, "cifar10": 10_000, "svhn": 26_032}
-
-
-@dataclass(frozen=True)
-class Paper:
-    name: str
-    authors: str
-    venue: str
-    link: str = ""
-
-
-# The papers of the registered defenses (as the GREAT paper cites them); a variant takes its
-# base defense's, a user's model none (pass --info).
-PAPERS = {
-    "great": Paper("Gradient Adversarial Training of Neural Networks",
-                   "Ayan Sinha, Zhao Chen, Vijay Badrinarayanan, Andrew Rabinovich", "arXiv, Jun 2018",
-                   "https://arxiv.org/abs/1806.08028"),
-    "fgsm-at": Paper("Explaining and Harnessing Adversarial Examples",
-                     "Ian J. Goodfellow, Jonathon Shlens, Christian Szegedy", "ICLR 2015",
-                     "https://arxiv.org/abs/1412.6572"),
-    "adv-backprop": Paper("Improving Back-Propagation by Adding an Adversarial Gradient", "Arild Nøkland",
-                          "arXiv, Oct 2015", "https://arxiv.org/abs/1510.04189"),
-    "datagrad-l1": Paper("Unifying Adversarial Training Algorithms with Data Gradient Regularization",
-                         "Alexander G. Ororbia II, Daniel Kifer, C. Lee Giles", "Neural Computation 2017"),
-    "pgd-at": Paper("Towards Deep Learning Models Resistant to Adversarial Attacks",
-                    "Aleksander Madry, Aleksandar Makelov, Ludwig Schmidt, Dimitris Tsipras, Adrian Vladu",
-                    "ICLR 2018", "https://arxiv.org/abs/1706.06083"),
-    "trades": Paper("Theoretically Principled Trade-off between Robustness and Accuracy",
-                    "Hongyang Zhang, Yaodong Yu, Jiantao Jiao, Eric P. Xing, Laurent El Ghaoui, Michael I. Jordan",
-                    "ICML 2019", "https://arxiv.org/abs/1901.08573"),
-    "baseline": Paper("Standard training", "", ""),
-}
-PAPERS["greace"] = PAPERS["great-ce"] = PAPERS["great"]
-PAPERS["datagrad-l2"] = PAPERS["datagrad-l1"]
 
 # RobustBench's fields, in its files' order; ``great_bench`` follows.
 FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
@@ -158,6 +125,125 @@ def _load_info(path: str | Path | None) -> dict[str, dict[str, Any]]:
     return info
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """One model of the export: its identity and the rows its file reads (one evaluation seed,
+    the clean row's): the clean row, the worst case at the threat model, and its AutoAttack rows."""
+
+    dataset: str
+    defense: str
+    seed_text: str
+    sha256: str
+    clean: pd.Series
+    worst: pd.Series
+    autoattack: pd.DataFrame
+
+
+def select_models(df: pd.DataFrame, results: Path, *, epsilon: float, norm: str) -> list[ExportedModel]:
+    """Every (dataset, defense, seed, checkpoint) of the rows, with the rows its file reads. A
+    model with no clean row, or no attack at the threat model's epsilon, is refused."""
+    attacks = df[df["attack"] != WORST]
+    out = []
+    for (dataset, defense, seed, sha), g in df.groupby(["dataset", "defense", "seed", "checkpoint_sha256"],
+                                                      sort=False, dropna=False):
+        seed_text = "" if pd.isna(seed) else str(int(seed))
+        clean = g[(g["attack"] == "none")].sort_values("n")
+        if clean.empty:
+            raise BenchError(f"{defense} seed {seed_text}: no clean row (attack 'none') in {results}; "
+                             "the export needs the clean accuracy")
+        clean = clean.iloc[-1]
+        # every number of one file from one evaluation (seed): the clean row's, whose examples file it names
+        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9) & (g["eval_seed"] == clean["eval_seed"])
+        worst = g[at & (g["attack"] == WORST)]
+        if worst.empty:
+            ran = sorted({float(e) for e in g.loc[(g["norm"] == norm) & (g["attack"] == WORST), "epsilon"]})
+            raise BenchError(f"{defense} seed {seed_text or '-'}: no attack ran at {norm} eps {eps_text(epsilon)} in "
+                             f"{results}, so there is no robust accuracy to export for that threat model; "
+                             f"{norm} epsilons with attack rows: {', '.join(f'{e:g}' for e in ran) or 'none'} "
+                             "(pass --epsilon, or --norm)")
+        autoattack = attacks[(attacks["checkpoint_sha256"] == sha) & (attacks["defense"] == defense)
+                             & (attacks["eval_seed"] == clean["eval_seed"])
+                             & (attacks["norm"] == norm) & ((attacks["epsilon"] - epsilon).abs() < 1e-9)
+                             & (attacks["attack"] == "autoattack")]
+        out.append(ExportedModel(dataset, defense, seed_text, sha, clean, worst.iloc[0], autoattack))
+    return out
+
+
+def autoattack_accuracy(m: ExportedModel, *, epsilon: float, norm: str) -> tuple[str | None, pd.Series | None, str]:
+    """(``autoattack_acc`` or None when it is left out, the standard AutoAttack row behind the
+    extras or None, the footnote's sentence on it or "")."""
+    aa = m.autoattack
+    full = DATASETS.get(m.dataset).test_size if m.dataset in DATASETS else None
+    aa_std = aa[aa.apply(_is_standard_autoattack, axis=1)] if not aa.empty else aa
+    best = None if aa_std.empty else aa_std.sort_values("n").iloc[-1]
+    aa_full = aa_std[aa_std["n"] >= full] if full else aa_std.iloc[0:0]
+    if not aa_full.empty:
+        return pct(aa_full.sort_values("n").iloc[-1]["accuracy"]), best, ""
+    # left out of the file: RobustBench reads every field it finds as a number
+    if aa.empty:
+        return None, best, f"autoattack_acc is left out: standard AutoAttack did not run at {norm} eps {eps_text(epsilon)}."
+    if aa_std.empty and (aa.apply(row_kind, axis=1) == CASCADE).all():
+        return None, best, ("autoattack_acc is left out: AutoAttack ran as a cascade, on the examples the attacks "
+                            "before it left correct, so its number is a worst case over those attacks and "
+                            "AutoAttack, not AutoAttack's own accuracy.")
+    if aa_std.empty:
+        return None, best, "autoattack_acc is left out: the AutoAttack run used non-standard settings."
+    n = int(aa_std["n"].max())
+    total = f"{full:,}" if full else "an unknown number of"
+    return None, best, (f"autoattack_acc is left out: standard AutoAttack ran on {n:,} of the {total} {m.dataset} "
+                        f"test images (RobustBench needs the full test set); on those {n} it gives "
+                        f"{pct(best['accuracy'])}%.")
+
+
+def format_model_info(m: ExportedModel, *, base: str, preset: str, architecture: str, epsilon: float, norm: str,
+                      flagged: list[str], paired: pd.DataFrame, seeds_row: pd.DataFrame, worst_col: str,
+                      evidence: dict[str, str] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """One model-info object: RobustBench's fields (``extra`` from ``--info`` overriding), then
+    the ``great_bench`` extras."""
+    aa_acc, aa_row, aa_note = autoattack_accuracy(m, epsilon=epsilon, norm=norm)
+    w, clean, seed_text = m.worst, m.clean, m.seed_text
+    notes = [f"Trained and evaluated by great-bench ({'preset ' + preset + ', ' if preset else ''}"
+             f"seed {seed_text or 'n/a'}{', variant of ' + base if base != m.defense else ''}); "
+             "not the authors' checkpoint."]
+    notes += [aa_note] if aa_note else []
+    notes.append(f"external: great-bench's per-example worst case over {_count(int(w['n_attacks']), 'attack')} "
+                 f"({w['attacks']}) on {int(w['n'])} test images.")
+    if flagged:
+        notes.append(f"unreliable: gradient-masking checks flagged {', '.join(flagged)}.")
+    paper = paper_of(base, m.defense)
+    obj: dict[str, Any] = {
+        "link": paper.link, "name": paper.name, "authors": paper.authors, "additional_data": False,
+        "number_forward_passes": 1, "dataset": m.dataset, "venue": paper.venue, "architecture": architecture,
+        "eps": eps_text(epsilon), "clean_acc": pct(clean["accuracy"]), "reported": "",
+        "autoattack_acc": aa_acc, "external": pct(w["accuracy"]), "footnote": " ".join(notes),
+        "unreliable": bool(flagged),
+    }
+    if aa_acc is None:
+        del obj["autoattack_acc"]
+    obj.update(extra)
+    obj["great_bench"] = {
+        "defense": m.defense, "base_defense": base, "seed": None if not seed_text else int(seed_text),
+        "checkpoint_sha256": m.sha256, "source": clean["source"], "eval_seed": int(clean["eval_seed"]),
+        "threat_model": {"norm": norm, "epsilon": epsilon},
+        "clean": _interval(clean),
+        "external": {**_interval(w), "attacks": w["attacks"]},
+        "autoattack": None if aa_row is None else _interval(aa_row),
+        "across_seeds": None if seeds_row.empty else {
+            "column": worst_col, "seeds": int(seeds_row.iloc[0]["seeds"]),
+            **{k: round(float(seeds_row.iloc[0][k]), 4) for k in ("mean_pct", "std_pct", "ci_low_pct",
+                                                                     "ci_high_pct")}},
+        "paired_test": [
+            {"column": worst_col, "against": p["against"], "against_seed": str(p["against_seed"]), "n": int(p["n"]),
+             "diff_pct": round(float(p["diff_pct"]), 4), "ci_low_pct": round(float(p["ci_low_pct"]), 4),
+             "ci_high_pct": round(float(p["ci_high_pct"]), 4), "p_value": float(p["p_value"]),
+             "verdict": p["verdict"]} for _, p in paired.iterrows()],
+        "masking_flags": flagged,
+        "adversarial_examples": evidence,
+        "versions": {k: clean[k] for k in ("torch", "torchattacks", "foolbox", "great_bench") if k in clean},
+    }
+    return obj
+
+
 def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", architecture: str = "",
                 base_defense: dict[str, str] | None = None, preset: str = "", cw_radius: float = 1.0,
                 table_epsilon: float | None = None, info: str | Path | None = None,
@@ -169,120 +255,40 @@ def model_infos(results: str | Path, *, epsilon: float, norm: str = "Linf", arch
     comparison and the across-seeds summary of the worst-case column).
     """
     results = Path(results)
-    df = R.load(results)
+    df = frames.load(results)
     base_defense = base_defense or {}
     extra = _load_info(info)
     table_eps = table_epsilon if table_epsilon is not None else (df.attrs.get("epsilon") or epsilon)
-    worst_col = f"Worst case {norm} {epsilon:g}"
-    summary = R.table(df, epsilon=table_eps, cw_radius=cw_radius)
+    worst_col = worst_case_column(norm, epsilon).name
+    summary = frames.table(df, epsilon=table_eps, cw_radius=cw_radius)
     try:
-        comp = R.compare(df, against=against, epsilon=table_eps, cw_radius=cw_radius)
+        comp = frames.compare(df, against=against, epsilon=table_eps, cw_radius=cw_radius)
     except BenchError:
         if against is not None:
             raise
         comp = pd.DataFrame(columns=["defense", "seed", "column"])
-    flags = _flags(results, R.to_rows(df))
+    flags = _flags(results, frames.to_rows(df))
     out: dict[Path, dict[str, Any]] = {}
-    attacks = df[df["attack"] != WORST]
-    for (dataset, defense, seed, sha), g in df.groupby(["dataset", "defense", "seed", "checkpoint_sha256"],
-                                                      sort=False, dropna=False):
-        seed_text = "" if pd.isna(seed) else str(int(seed))
-        clean = g[(g["attack"] == "none")].sort_values("n")
-        if clean.empty:
-            raise BenchError(f"{defense} seed {seed_text}: no clean row (attack 'none') in {results}; "
-                             "the export needs the clean accuracy")
-        clean = clean.iloc[-1]
-        # every number of one file from one evaluation (seed): the clean row's, whose examples file it names
-        same_eval = g["eval_seed"] == clean["eval_seed"]
-        at = (g["norm"] == norm) & ((g["epsilon"] - epsilon).abs() < 1e-9) & same_eval
-        worst = g[at & (g["attack"] == WORST)]
-        aa = attacks[(attacks["checkpoint_sha256"] == sha) & (attacks["defense"] == defense)
-                     & (attacks["eval_seed"] == clean["eval_seed"])
-                     & (attacks["norm"] == norm) & ((attacks["epsilon"] - epsilon).abs() < 1e-9)
-                     & (attacks["attack"] == "autoattack")]
-        full = FULL_TEST_SET.get(dataset)
-        notes = []
-        aa_std = aa[aa.apply(_is_standard_autoattack, axis=1)] if not aa.empty else aa
-        aa_full = aa_std[aa_std["n"] >= full] if full else aa_std.iloc[0:0]
-        if not aa_full.empty:
-            aa_acc = pct(aa_full.sort_values("n").iloc[-1]["accuracy"])
-        else:
-            aa_acc = None  # left out of the file: RobustBench reads every field it finds as a number
-            if aa.empty:
-                notes.append(f"autoattack_acc is left out: standard AutoAttack did not run at {norm} eps "
-                             f"{eps_text(epsilon)}.")
-            elif aa_std.empty and (aa.apply(row_kind, axis=1) == CASCADE).all():
-                notes.append("autoattack_acc is left out: AutoAttack ran as a cascade, on the examples the attacks "
-                             "before it left correct, so its number is a worst case over those attacks and "
-                             "AutoAttack, not AutoAttack's own accuracy.")
-            elif aa_std.empty:
-                notes.append("autoattack_acc is left out: the AutoAttack run used non-standard settings.")
-            else:
-                n = int(aa_std["n"].max())
-                total = f"{full:,}" if full else "an unknown number of"
-                notes.append(f"autoattack_acc is left out: standard AutoAttack ran on {n:,} of the {total} {dataset} "
-                             f"test images (RobustBench needs the full test set); on those {n} it gives "
-                             f"{pct(aa_std.sort_values('n').iloc[-1]['accuracy'])}%.")
-        if worst.empty:
-            ran = sorted({float(e) for e in g.loc[(g["norm"] == norm) & (g["attack"] == WORST), "epsilon"]})
-            raise BenchError(f"{defense} seed {seed_text or '-'}: no attack ran at {norm} eps {eps_text(epsilon)} in "
-                             f"{results}, so there is no robust accuracy to export for that threat model; "
-                             f"{norm} epsilons with attack rows: {', '.join(f'{e:g}' for e in ran) or 'none'} "
-                             "(pass --epsilon, or --norm)")
-        else:
-            w = worst.iloc[0]
-            external = pct(w["accuracy"])
-            notes.append(f"external: great-bench's per-example worst case over {_count(int(w['n_attacks']), 'attack')} "
-                         f"({w['attacks']}) on {int(w['n'])} test images.")
-        mine = flags[(flags["defense"] == defense) & (flags["seed"] == seed_text)
-                     & (flags["checkpoint_sha256"] == sha)]
-        flagged = sorted(mine.loc[mine["status"] == "flag", "check"])
-        if flagged:
-            notes.append(f"unreliable: gradient-masking checks flagged {', '.join(flagged)}.")
-        base = base_defense.get(defense, defense)
-        paper = PAPERS.get(base, Paper(str(defense), "", ""))
-        notes.insert(0, f"Trained and evaluated by great-bench ({'preset ' + preset + ', ' if preset else ''}"
-                        f"seed {seed_text or 'n/a'}{', variant of ' + base if base != defense else ''}); "
-                        "not the authors' checkpoint.")
-        paired = comp[(comp["defense"] == defense) & (comp["seed"].astype(str) == seed_text)
-                      & (comp["column"] == worst_col)]
-        seeds_row = summary[(summary["dataset"] == dataset) & (summary["defense"] == defense)
-                            & (summary["column"] == worst_col)]
-        obj: dict[str, Any] = {
-            "link": paper.link, "name": paper.name, "authors": paper.authors, "additional_data": False,
-            "number_forward_passes": 1, "dataset": dataset, "venue": paper.venue, "architecture": architecture,
-            "eps": eps_text(epsilon), "clean_acc": pct(clean["accuracy"]), "reported": "",
-            "autoattack_acc": aa_acc, "external": external, "footnote": " ".join(notes),
-            "unreliable": bool(flagged),
-        }
-        if aa_acc is None:
-            del obj["autoattack_acc"]
-        obj.update(extra.get(str(defense), {}))
-        obj["great_bench"] = {
-            "defense": defense, "base_defense": base, "seed": None if not seed_text else int(seed_text),
-            "checkpoint_sha256": sha, "source": clean["source"], "eval_seed": int(clean["eval_seed"]),
-            "threat_model": {"norm": norm, "epsilon": epsilon},
-            "clean": _interval(clean),
-            "external": None if worst.empty else {**_interval(worst.iloc[0]), "attacks": worst.iloc[0]["attacks"]},
-            "autoattack": None if aa_std.empty else _interval(aa_std.sort_values("n").iloc[-1]),
-            "across_seeds": None if seeds_row.empty else {
-                "column": worst_col, "seeds": int(seeds_row.iloc[0]["seeds"]),
-                **{k: round(float(seeds_row.iloc[0][k]), 4) for k in ("mean_pct", "std_pct", "ci_low_pct",
-                                                                         "ci_high_pct")}},
-            "paired_test": [
-                {"column": worst_col, "against": p["against"], "against_seed": str(p["against_seed"]), "n": int(p["n"]),
-                 "diff_pct": round(float(p["diff_pct"]), 4), "ci_low_pct": round(float(p["ci_low_pct"]), 4),
-                 "ci_high_pct": round(float(p["ci_high_pct"]), 4), "p_value": float(p["p_value"]),
-                 "verdict": p["verdict"]} for _, p in paired.iterrows()],
-            "masking_flags": flagged,
-            "adversarial_examples": _evidence(results, dataset, defense, seed_text, sha, int(clean["eval_seed"])),
-            "versions": {k: clean[k] for k in ("torch", "torchattacks", "foolbox", "great_bench") if k in clean},
-        }
-        name = f"{defense}_seed{seed_text}" if seed_text else str(defense)
-        out[Path(dataset) / norm / f"{name.replace(':', '_').replace('/', '_')}.json"] = obj
+    for m in select_models(df, results, epsilon=epsilon, norm=norm):
+        mine = flags[(flags["defense"] == m.defense) & (flags["seed"] == m.seed_text)
+                     & (flags["checkpoint_sha256"] == m.sha256)]
+        out[model_info_path(m, norm)] = format_model_info(
+            m, base=base_defense.get(m.defense, m.defense), preset=preset, architecture=architecture,
+            epsilon=epsilon, norm=norm, flagged=sorted(mine.loc[mine["status"] == "flag", "check"]),
+            paired=comp[(comp["defense"] == m.defense) & (comp["seed"].astype(str) == m.seed_text)
+                        & (comp["column"] == worst_col)],
+            seeds_row=summary[(summary["dataset"] == m.dataset) & (summary["defense"] == m.defense)
+                              & (summary["column"] == worst_col)],
+            worst_col=worst_col, extra=extra.get(str(m.defense), {}),
+            evidence=_evidence(results, m.dataset, m.defense, m.seed_text, m.sha256, int(m.clean["eval_seed"])))
     if not out:
         raise BenchError(f"no models in {results}")
     return out
+
+
+def model_info_path(m: ExportedModel, norm: str) -> Path:
+    name = f"{m.defense}_seed{m.seed_text}" if m.seed_text else str(m.defense)
+    return Path(m.dataset) / norm / f"{name.replace(':', '_').replace('/', '_')}.json"
 
 
 def write_model_infos(infos: dict[Path, dict[str, Any]], out_dir: str | Path) -> list[Path]:

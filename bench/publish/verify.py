@@ -30,7 +30,7 @@ from attacks.harness import frozen, predict_logits
 from attacks.perturbation import TOL, ball_limit, perturbation_norms
 from bench.eval.schema import unpack_mask
 from bench.eval.subjects import data_of_meta, eval_set_for
-from bench.report import results as R
+from bench.report import results as frames
 from bench.checkpoint import load_run, read_meta, sha256_file
 from core.errors import BenchError
 from bench.config.eval_settings import EvalSettings
@@ -156,7 +156,7 @@ def verify(results: str | Path, *, data_dir: str | None = None, device: str | No
     if not files:
         raise BenchError(f"no saved adversarial examples under {results / FOLDER}; evaluate with --save-adv "
                          "(or eval.save_adv = true in the preset) first")
-    df = R.load(results)
+    df = frames.load(results)
     worst = df[df["attack"] == WORST]
     dev = resolve_device(device)
     # one model and evaluation set: what one file covers
@@ -186,7 +186,7 @@ def run_verify(results: str | Path, *, data_dir: str | None = None, device: str 
     a DISAGREE line each), then every worst-case cell against the saved examples (a line per
     cell, a summary); 0 when everything agrees, else 1."""
     results = Path(results)
-    R._csv_path(results)  # a clear error when there are no rows
+    frames._csv_path(results)  # a clear error when there are no rows
     try:  # the table's CW radius when the folder says what made it (table.csv names it otherwise)
         cw_radius = settings_for(results).eval.cw_radius
     except BenchError:

@@ -32,7 +32,8 @@ from typing import Callable
 
 from bench.report.compare import across_seeds, compare
 from core.registry import Registry
-from bench.report.tables import Table, display
+from bench.report.tables import FGSM, IFGSM, Table
+from bench.defense_cards import display
 from bench.csv_files import read_rows
 from bench.stats import AcrossSeeds, claim_verdict, holm, seeds_only, unpaired_across_seeds
 
@@ -67,13 +68,13 @@ def _robust(first, second, column, sign=+1):
 # The paper's claims, section 3.1 (Table 1, CIFAR-10, epsilon 0.1) and Tables 3 and 4.
 CLAIMS: list[Claim] = [
     Claim("GREAT adds robustness to single-step attacks", "sec. 3.1; Table 1: FGSM 47.5 vs baseline 32.8",
-          (_robust("great", "baseline", "Non-targeted FGSM"),)),
+          (_robust("great", "baseline", FGSM.name),)),
     Claim("GREACE alone is robust", "sec. 3.1; Table 1: iFGSM 72.4 vs baseline 2.0 and adversarial 16.7",
-          (_robust("greace", "baseline", "Non-targeted iFGSM"), _robust("greace", "fgsm-at", "Non-targeted iFGSM"))),
+          (_robust("greace", "baseline", IFGSM.name), _robust("greace", "fgsm-at", IFGSM.name))),
     Claim("GREAT and GREACE together boost robustness", "sec. 3.1; Table 1: iFGSM 77.0 vs 72.4 (GREACE), 15.5 (GREAT)",
-          (_robust("great-ce", "greace", "Non-targeted iFGSM"), _robust("great-ce", "great", "Non-targeted iFGSM"))),
+          (_robust("great-ce", "greace", IFGSM.name), _robust("great-ce", "great", IFGSM.name))),
     Claim("GRE(AT+CE) beats adversarial training on single-step attacks", "sec. 3.1; Table 1: FGSM 81.3 vs 56.9",
-          (_robust("great-ce", "fgsm-at", "Non-targeted FGSM"),)),
+          (_robust("great-ce", "fgsm-at", FGSM.name),)),
     Claim("GREAT is the best student in the sparse regime", "sec. 3.2, Table 3",
           (Comparison("distillation", "great", "baseline", "sparse", +1),
            Comparison("distillation", "great", "kd", "sparse", +1))),

@@ -16,7 +16,8 @@ import pandas as pd
 
 from bench.eval.schema import unpack_mask
 from core.errors import BenchError
-from bench.report.tables import Table, display
+from bench.report.tables import Table
+from bench.defense_cards import display
 from bench.stats import paired, paired_across_seeds
 
 SEED_FIELDS = ["dataset", "defense", "against", "column", "seeds", "mean_diff_pct", "ci_low_pct", "ci_high_pct",

@@ -61,14 +61,15 @@ from bench.config.epsilon_units import check_units, to_pixels
 from core.errors import BenchError
 from bench.models import MODELS
 from core.registry import suggest
-from bench.report.tables import COLUMNS, build_tables, display
+from bench.report.tables import COLUMNS, WORST_CASE, build_tables
+from bench.defense_cards import display
 from bench.csv_files import read_rows
 from bench.stats import claim_verdict, holm
 from defenses import DEFENSES
 
 FAMILY_DIR = Path(__file__).parents[1] / "families"
 KEYS = ("name", "description", "dataset", "alpha", "cw_radius", "networks", "trained_as", "epsilons", "claims")
-WORST = {"Worst case Linf": "Linf", "Worst case L2": "L2"}  # their table names carry the radius
+WORST = {f"{WORST_CASE} {norm}": norm for norm in ("Linf", "L2")}  # their table names carry the radius
 COLUMN_NAMES = tuple(c.name for c in COLUMNS if c.attack != "train") + tuple(WORST)
 SIGNS = {"+": +1, "-": -1}
 FIELDS = ["claim", "network", "epsilon", "epsilon_units", "epsilon_pixel", "first", "second", "column", "sign",

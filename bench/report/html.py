@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.report.compare import across_seeds_text, comparison_text
-from bench.report.tables import Table, caption, cell_text, display
+from bench.report.tables import Table, caption, cell_text
+from bench.defense_cards import display
 
 # Sorting: a header click orders the body rows by each cell's data-v (numbers; empty last),
 # a second click reverses. Rows in <tfoot> (the n per column) never move.

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from core.atomic import atomic_path
-from bench.report.tables import display
+from bench.defense_cards import display
 from bench.stats import aggregate
 
 Points = dict[float, list[tuple[float, int]]]  # epsilon -> (accuracy, n) per seed

@@ -26,16 +26,9 @@ import pandas as pd
 from attacks.registry import ATTACKS
 from bench.eval.schema import transfer_defense
 from bench.config.epsilon_units import epsilon_phrase
+from bench.defense_cards import display
 from bench.stats import Summary, aggregate
 from bench.report.worst_case import WORST, worst_case_rows
-
-# Paper names for the registered defenses (labels only; unknown names print as they are).
-DISPLAY = {
-    "baseline": "Baseline", "fgsm-at": "Adversarial", "adv-backprop": "Adv. backprop", "greace": "GREACE",
-    "great": "GREAT", "great-ce": "GRE(AT+CE)", "datagrad-l1": "DataGrad-L1", "datagrad-l2": "DataGrad-L2",
-    "pgd-at": "PGD-AT", "trades": "TRADES",
-}
-
 
 @dataclass(frozen=True)
 class Column:
@@ -51,11 +44,14 @@ class Column:
         return f"{self.group} {self.label}".strip()
 
 
+# The columns the paper's claims name (``bench.report.claims``), as objects: their text is built once.
+FGSM = Column("Non-targeted", "FGSM", "fgsm")
+IFGSM = Column("Non-targeted", "iFGSM", "ifgsm")
 COLUMNS = (
     Column("", "Train", "train", at="zero"),
     Column("", "No attack", "none", at="zero"),
-    Column("Non-targeted", "FGSM", "fgsm"),
-    Column("Non-targeted", "iFGSM", "ifgsm"),
+    FGSM,
+    IFGSM,
     Column("Targeted FGSM", "Worst", "fgsm", "worst"),
     Column("Targeted FGSM", "Random", "fgsm", "random"),
     Column("Targeted iFGSM", "Worst", "ifgsm", "worst"),
@@ -69,14 +65,17 @@ COLUMNS = (
 )
 
 
+WORST_CASE = "Worst case"  # the group of the worst-case columns; the label says the norm and radius
+
+
+def worst_case_column(norm: str, radius: float) -> Column:
+    """The worst case over attacks at one norm and radius (Linf: the table's epsilon; L2: the CW radius)."""
+    return Column(WORST_CASE, f"{norm} {radius:g}", WORST, "all", "cw" if norm == "L2" else "eps", norm)
+
+
 def worst_columns(epsilon: float, cw_radius: float) -> tuple[Column, ...]:
     """The worst case over attacks at the table's Linf epsilon and at the CW radius."""
-    return (Column("Worst case", f"Linf {epsilon:g}", WORST, "all", "eps", "Linf"),
-            Column("Worst case", f"L2 {cw_radius:g}", WORST, "all", "cw", "L2"))
-
-
-def display(defense: str) -> str:
-    return DISPLAY.get(defense, defense)
+    return worst_case_column("Linf", epsilon), worst_case_column("L2", cw_radius)
 
 
 def _num(v) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.report.claims import CLAIMS, PARTLY, format_difference, format_p, is_measured
 from core.errors import BenchError
-from bench.report.tables import display
+from bench.defense_cards import display
 from bench.csv_files import read_rows
 
 

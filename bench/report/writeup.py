@@ -17,7 +17,8 @@ import pandas as pd
 from bench.report import results
 from bench.report.claims import Sources, format_p, verdicts
 from bench.report.compare import across_seeds, compare
-from bench.report.tables import build_tables, display
+from bench.report.tables import build_tables
+from bench.defense_cards import display
 from bench.csv_files import read_rows
 
 ROOT_ENV = "GREAT_BENCH_ROOT"  # where results/ lives; the notebook test points it at a copy
