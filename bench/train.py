@@ -60,6 +60,49 @@ def accuracy_on(model: torch.nn.Module, data: ImageData, batch_size: int = 512) 
     return float(correct) / max(1, len(data))
 
 
+def train_epoch(method: Method, batches: BatchSource, gen: torch.Generator, r, *, epoch: int, epochs: int,
+                quiet: bool) -> dict[str, Any]:
+    """One epoch of steps; returns its train_log.csv row: the step logs averaged, the ramp's
+    alpha and beta, the rate the main optimiser used and the seconds it took."""
+    method.train(True)
+    sums: dict[str, torch.Tensor] = {}
+    t0 = time.time()
+    n = 0
+    for x, y in progress(batches.epoch(gen), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
+                         quiet=quiet, leave=False, unit="batch"):
+        logs = method.step(x, y, r)
+        for k, v in logs.items():
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+        n += 1
+    # One synchronisation per epoch: per-step .item() calls would stall a GPU.
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    row.update({k: float(v) / max(n, 1) for k, v in sums.items()})
+    # The rate the main optimiser actually used (an SGD preset's default is not Adam's).
+    optimizers = method.optimizers()
+    main_opt = optimizers.get("model") or next(iter(optimizers.values()))
+    row.update(alpha=r.alpha, beta=r.beta, lr=float(main_opt.param_groups[0]["lr"]),
+               seconds=round(time.time() - t0, 3))
+    return row
+
+
+def finished_meta(method: Method, run_dir: Path, log_rows: list[dict[str, Any]], meta: dict[str, Any], *, seed: int,
+                  epochs: int, final_metrics: Callable[[Method], dict[str, float]] | None,
+                  t_start: float) -> dict[str, Any]:
+    """Write the finished run (weights, train_log.csv, then meta.json last) and drop the resume state."""
+    files = {f"{name}.safetensors": {"sha256": save_weights(m, run_dir / f"{name}.safetensors")}
+             for name, m in method.modules().items()}
+    write_text(run_dir / "train_log.csv", csv_text(log_rows))
+    metrics = final_metrics(method) if final_metrics else {}
+    meta = dict(meta)
+    meta.update(status="finished", seed=seed, epochs=epochs, files=files, metrics=metrics,
+                versions=versions(), git_revision=git_revision(),
+                train_seconds=round(sum(r["seconds"] for r in log_rows), 3),
+                wall_seconds_last_session=round(time.time() - t_start, 3))
+    write_json(run_dir / "meta.json", meta)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return meta
+
+
 def fit(method: Method, batches: BatchSource, *, epochs: int, run_dir: Path, seed: int,
         meta: dict[str, Any], alpha_max: float = 0.0, beta_max: float = 0.0, resume: bool = False,
         quiet: bool = False, final_metrics: Callable[[Method], dict[str, float]] | None = None,
@@ -88,41 +131,16 @@ def fit(method: Method, batches: BatchSource, *, epochs: int, run_dir: Path, see
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * r.lr_mult
-        method.train(True)
-        sums: dict[str, torch.Tensor] = {}
-        t0 = time.time()
-        n = 0
-        for x, y in progress(batches.epoch(gen), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
-                             quiet=quiet, leave=False, unit="batch"):
-            logs = method.step(x, y, r)
-            for k, v in logs.items():
-                sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
-            n += 1
-        # One synchronisation per epoch: per-step .item() calls would stall a GPU.
-        row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({k: float(v) / max(n, 1) for k, v in sums.items()})
+        row = train_epoch(method, batches, gen, r, epoch=epoch, epochs=epochs, quiet=quiet)
         bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             kept = f"the checkpoint of epoch {epoch} is kept" if epoch > start_epoch or resume else "nothing was saved"
             raise BenchError(f"{label or 'training'}: {', '.join(bad)} became non-finite in epoch {epoch + 1} "
                              f"({kept}); lower the learning rate or the alpha/beta/lambda hyper-parameters")
-        # The rate the main optimiser actually used (an SGD preset's default is not Adam's).
-        main_opt = optimizers.get("model") or next(iter(optimizers.values()))
-        row.update(alpha=r.alpha, beta=r.beta, lr=float(main_opt.param_groups[0]["lr"]),
-                   seconds=round(time.time() - t0, 3))
         log_rows.append(row)
         save_training_state(run_dir, modules, optimizers, gen, {"epoch": epoch, "log": log_rows})
 
     method.train(False)
-    files = {f"{name}.safetensors": {"sha256": save_weights(m, run_dir / f"{name}.safetensors")}
-             for name, m in modules.items()}
-    write_text(run_dir / "train_log.csv", csv_text(log_rows))
-    metrics = final_metrics(method) if final_metrics else {}
-    meta = dict(meta)
-    meta.update(status="finished", seed=seed, epochs=epochs, files=files, metrics=metrics,
-                versions=versions(), git_revision=git_revision(),
-                train_seconds=round(sum(r["seconds"] for r in log_rows), 3),
-                wall_seconds_last_session=round(time.time() - t_start, 3))
-    write_json(run_dir / "meta.json", meta)
-    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    meta = finished_meta(method, run_dir, log_rows, meta, seed=seed, epochs=epochs, final_metrics=final_metrics,
+                         t_start=t_start)
     return meta

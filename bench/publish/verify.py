@@ -106,46 +106,49 @@ def verify_file(path: Path, worst: pd.DataFrame, source: str, *, data_dir: str |
         # the one forward pass over every saved adversarial (shared by the cells that use it)
         adv_pred = predict_logits(model, saved.images.to(device), EvalSettings.batch_size).argmax(1).cpu()
     x, y = data.x[:n_all].cpu(), data.y[:n_all].cpu()
-    out = []
-    for _, r in worst.iterrows():
-        norm, eps, n = r["norm"], float(r["epsilon"]), int(r["n"])
-        check = CellCheck(r["dataset"], r["defense"], "" if pd.isna(r["seed"]) else str(r["seed"]), norm, eps, n,
-                          round(float(r["accuracy"]) * n), None, "FAIL")
-        cell = saved.cells.get((norm, eps))
-        if cell is None:
-            check.detail = f"{path} holds no examples for this cell"
-            out.append(check)
-            continue
-        index, image, _ = cell
-        keep = index < n
-        index, image = index[keep], image[keep]
-        bad, dist = _outside(saved.images[image], x[index], norm, eps)
-        broken = torch.zeros(n, dtype=torch.bool)
-        valid = ~bad
-        broken[index[valid]] = adv_pred[image[valid]] != y[index[valid]]
-        robust = clean[:n] & ~broken
-        check.verified = int(robust.sum())
-        # which examples, not only how many: the published mask against the saved examples
-        published = torch.from_numpy(unpack_mask(r["correct_mask"], n)) if r.get("correct_mask") else None
-        differ = (published != robust).nonzero().squeeze(1).tolist() if published is not None else []
-        if bool(bad.any()):
-            j = int(bad.nonzero().squeeze(1)[dist[bad].argmax()])  # the farthest offender
-            check.detail = (f"{int(bad.sum())} saved example(s) outside the {norm} ball of {eps:g} or the [0, 1] "
-                            f"box (example {int(index[j])}: distance {float(dist[j]):.4g}); not counted")
-        elif check.verified != check.claimed:
-            check.status = "DISAGREE"
-            fooled = int(broken.sum())
-            check.detail = (f"the saved adversarials fool the model on {fooled} example(s); the claim needs "
-                            f"{int(clean[:n].sum()) - check.claimed}")
-        elif differ:
-            check.status = "DISAGREE"
-            shown = ", ".join(map(str, differ[:5])) + (", ..." if len(differ) > 5 else "")
-            check.detail = (f"same count, other examples: the rows' masks and the saved examples differ on "
-                            f"{len(differ)} example(s) ({shown})")
-        else:
-            check.status = "agree"
-        out.append(check)
-    return out
+    return [check_cell(r, saved, path, x, y, clean, adv_pred) for _, r in worst.iterrows()]
+
+
+def check_cell(r: pd.Series, saved, path: Path, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+               adv_pred: torch.Tensor) -> CellCheck:
+    """One worst-case row against the saved examples of its (norm, epsilon): the count and the
+    per-example mask it claims, from the model's predictions on them (``adv_pred``, one per saved
+    image; ``clean``, per example, correct without attack)."""
+    norm, eps, n = r["norm"], float(r["epsilon"]), int(r["n"])
+    check = CellCheck(r["dataset"], r["defense"], "" if pd.isna(r["seed"]) else str(r["seed"]), norm, eps, n,
+                      round(float(r["accuracy"]) * n), None, "FAIL")
+    cell = saved.cells.get((norm, eps))
+    if cell is None:
+        check.detail = f"{path} holds no examples for this cell"
+        return check
+    index, image, _ = cell
+    in_first_n = index < n
+    index, image = index[in_first_n], image[in_first_n]
+    bad, dist = _outside(saved.images[image], x[index], norm, eps)
+    broken = torch.zeros(n, dtype=torch.bool)
+    valid = ~bad
+    broken[index[valid]] = adv_pred[image[valid]] != y[index[valid]]
+    robust = clean[:n] & ~broken
+    check.verified = int(robust.sum())
+    # which examples, not only how many: the published mask against the saved examples
+    published = torch.from_numpy(unpack_mask(r["correct_mask"], n)) if r.get("correct_mask") else None
+    differ = (published != robust).nonzero().squeeze(1).tolist() if published is not None else []
+    if bool(bad.any()):
+        j = int(bad.nonzero().squeeze(1)[dist[bad].argmax()])  # the farthest offender
+        check.detail = (f"{int(bad.sum())} saved example(s) outside the {norm} ball of {eps:g} or the [0, 1] "
+                        f"box (example {int(index[j])}: distance {float(dist[j]):.4g}); not counted")
+    elif check.verified != check.claimed:
+        check.status = "DISAGREE"
+        check.detail = (f"the saved adversarials fool the model on {int(broken.sum())} example(s); the claim needs "
+                        f"{int(clean[:n].sum()) - check.claimed}")
+    elif differ:
+        check.status = "DISAGREE"
+        shown = ", ".join(map(str, differ[:5])) + (", ..." if len(differ) > 5 else "")
+        check.detail = (f"same count, other examples: the rows' masks and the saved examples differ on "
+                        f"{len(differ)} example(s) ({shown})")
+    else:
+        check.status = "agree"
+    return check
 
 
 def verify(results: str | Path, *, data_dir: str | None = None, device: str | None = None) -> list[CellCheck]:

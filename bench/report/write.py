@@ -39,32 +39,19 @@ def earlier_sanity_flags(path: Path, checkpoints: set[str]) -> list[dict[str, An
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
                  against: str | None = None, quiet: bool = False) -> list[Path]:
     """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
-    default GREAT when present), verdicts.md/.csv (the paper's claims, ``bench.report.claims``), acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png,
-    and index.html: all of them on one self-contained page (``bench.report.html``)."""
+    default GREAT when present), verdicts.md/.csv (the paper's claims, ``bench.report.claims``),
+    acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png, and index.html: all of them
+    on one self-contained page (``bench.report.html``)."""
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
     results.mkdir(parents=True, exist_ok=True)
-    if subjects:
-        # Tables list defenses in order of first appearance: with the models given, that is
-        # their order (the preset's), not the CSV's, where a re-evaluated run comes last.
-        rank = {str(d): i for i, d in enumerate(dict.fromkeys(s.defense for s in subjects))}
-        rows = sorted(rows, key=lambda r: rank.get(str(r["defense"]), len(rank)))
+    rows = in_subject_order(rows, subjects)
     tables = build_tables(rows, settings.epsilon, settings.cw_radius)
     reference = default_reference(tables, against)
     comparison = compare(tables, reference) if reference else None
     seeds = across_seeds(comparison) if comparison is not None else None
     comparison_md = comparison_markdown(comparison, tables, seeds) if comparison is not None else ""
-    checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
-                                                     settings.near_zero), subjects=subjects, data=data,
-                                    sanity=SanityThresholds(epsilon=settings.epsilon),
-                                    transfer_source=settings.transfer_source))
-    if not subjects:
-        checks += earlier_sanity_flags(results / "masking.csv", {str(r["checkpoint_sha256"]) for r in rows})
-        # each model's carried flags beside its other checks, as when the models are given
-        order: dict[tuple, int] = {}
-        for c in checks:
-            order.setdefault((str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"])), len(order))
-        checks.sort(key=lambda c: order[(str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"]))])
+    checks = report_checks(rows, results, settings, subjects=subjects, data=data)
     # The paper's claims under one rule, Holm-corrected (bench/report/claims.py); the tracks' rows
     # are read from this folder when their commands wrote them here.
     claim_rows = verdicts(Sources.in_folder(tables, results))
@@ -84,37 +71,73 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         write_rows(results / "verdicts.csv", claim_rows, VERDICT_FIELDS)
         written += [results / "verdicts.md", results / "verdicts.csv"]
     if comparison is not None:
-        write_text(results / "comparison.md", comparison_md)
-        write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g",
-                                                                 lineterminator="\n"))
-        written += [results / "comparison.md", results / "comparison.csv"]
-        if not seeds.empty:
-            write_text(results / "comparison_seeds.csv", seeds.to_csv(index=False, float_format="%.6g",
-                                                                      lineterminator="\n"))
-            written.append(results / "comparison_seeds.csv")
+        written += write_comparison(results, comparison, comparison_md, seeds)
     if subjects and data is not None:
-        first: dict[str, Any] = {}
-        for s in subjects:  # one model per defense (the first seed)
-            first.setdefault(s.defense, s.model)
-        idx = _one_per_class(data.y, settings.saliency_images)
-        plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
-        written.append(results / "saliency.png")
+        written.append(write_saliency(results, subjects, data, settings.saliency_images))
     # Last: the page embeds the figures written above (and the tracks' tables when present).
-    page = render(f"great-bench results: {results.name}", tables, comparison=comparison, seeds=seeds,
-                  checks=checks, worst=worst, rows=rows, subjects=subjects,
-                  figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"),
-                           ("Saliency maps", results / "saliency.png")],
-                  tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
-                          ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
-                          ("Multi-task learning (paper Table 4)", results / "multitask.md"),
-                          ("Multi-task weights per epoch", results / "multitask_weights.png")],
-                  verdicts=claim_rows, headline=results / "acc_vs_eps.png")
-    write_text(results / "index.html", page)
+    write_text(results / "index.html", render(
+        f"great-bench results: {results.name}", tables, comparison=comparison, seeds=seeds, checks=checks,
+        worst=worst, rows=rows, subjects=subjects,
+        figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"), ("Saliency maps", results / "saliency.png")],
+        tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
+                ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
+                ("Multi-task learning (paper Table 4)", results / "multitask.md"),
+                ("Multi-task weights per epoch", results / "multitask_weights.png")],
+        verdicts=claim_rows, headline=results / "acc_vs_eps.png"))
     written.append(results / "index.html")
     if not quiet:
         for p in written:
             print(f"wrote {p}")
     return written
+
+
+def in_subject_order(rows: Sequence[dict], subjects) -> Sequence[dict]:
+    """Tables list defenses in order of first appearance: with the models given, that is their
+    order (the preset's), not the CSV's, where a re-evaluated run comes last."""
+    if not subjects:
+        return rows
+    rank = {str(d): i for i, d in enumerate(dict.fromkeys(s.defense for s in subjects))}
+    return sorted(rows, key=lambda r: rank.get(str(r["defense"]), len(rank)))
+
+
+def report_checks(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(),
+                  data=None) -> list[dict[str, Any]]:
+    """masking.csv's rows: the gradient-masking checks, with the sanity flags of the models when
+    they are given, else those an earlier report computed on the same checkpoints."""
+    checks = as_rows(masking_checks(rows, Thresholds(settings.tol, settings.flip_tol, settings.large_epsilon,
+                                                     settings.near_zero), subjects=subjects, data=data,
+                                    sanity=SanityThresholds(epsilon=settings.epsilon),
+                                    transfer_source=settings.transfer_source))
+    if not subjects:
+        checks += earlier_sanity_flags(results / "masking.csv", {str(r["checkpoint_sha256"]) for r in rows})
+        # each model's carried flags beside its other checks, as when the models are given
+        order: dict[tuple, int] = {}
+        for c in checks:
+            order.setdefault((str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"])), len(order))
+        checks.sort(key=lambda c: order[(str(c["defense"]), str(c["seed"]), str(c["checkpoint_sha256"]))])
+    return checks
+
+
+def write_comparison(results: Path, comparison, comparison_md: str, seeds) -> list[Path]:
+    """comparison.md/.csv and, when any defense has two seeds or more, comparison_seeds.csv."""
+    write_text(results / "comparison.md", comparison_md)
+    write_text(results / "comparison.csv", comparison.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    written = [results / "comparison.md", results / "comparison.csv"]
+    if not seeds.empty:
+        write_text(results / "comparison_seeds.csv", seeds.to_csv(index=False, float_format="%.6g",
+                                                                  lineterminator="\n"))
+        written.append(results / "comparison_seeds.csv")
+    return written
+
+
+def write_saliency(results: Path, subjects, data, images: int) -> Path:
+    """saliency.png: one model per defense (the first seed) on one image of each of ``images`` classes."""
+    first: dict[str, Any] = {}
+    for s in subjects:
+        first.setdefault(s.defense, s.model)
+    idx = _one_per_class(data.y, images)
+    plot_saliency(list(first.items()), data.x[idx], data.y[idx], results / "saliency.png")
+    return results / "saliency.png"
 
 
 def _one_per_class(y, k: int):
