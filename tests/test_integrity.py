@@ -103,6 +103,12 @@ def test_code_version_is_part_of_the_identity(tmp_path, monkeypatch):
     ("train.seeds=true", r"train.seeds = True is invalid"),
     ("distill.seeds=[true]", r"distill.seeds = \[True\] is invalid"),
     ("multitask.seeds=[-1]", r"multitask.seeds = \[-1\] is invalid"),
+    # issue 29: checked at parse time, not inside each job (nor written unchecked into an export)
+    ("model.name=small-cnnn", r"unknown model 'small-cnnn'; did you mean small-cnn\?"),
+    # issue 29: a value where a table belongs is a clear error, not an AttributeError
+    ("hp=3", r"\[hp\] = 3 is invalid: expected a table"),
+    ("defense_hp=1", r"\[defense_hp\] = 1 is invalid: expected a table"),
+    ("defense_hp.great=2", r"defense_hp.great = 2 is invalid: expected a table"),
 ])
 def test_typo_in_set_is_refused_with_the_nearest_name(override, message):
     with pytest.raises(BenchError, match=message):

@@ -27,6 +27,7 @@ from bench.config.checks import (check_hp_kinds, check_hp_values, check_keys, no
                                  positive_int, seed_list)
 from bench.config.presets import parse_value
 from bench.data import DATASETS, check_augment
+from bench.models import MODELS
 from bench.splits import DataSettings
 from bench.distill.settings import DistillSettings, resolve as resolve_distill
 from core.errors import BenchError
@@ -214,6 +215,8 @@ def parse(cfg: dict[str, Any]) -> Settings:
     check_keys(cfg["model"], ModelSettings.__dataclass_fields__, "model")
     if not isinstance(cfg["model"].get("name"), str):
         raise BenchError("model.name is missing: name a model from `great-bench list`")
+    if ":" not in cfg["model"]["name"]:  # a user's module:factory is imported when the model is built
+        MODELS.get(cfg["model"]["name"])  # a typo fails here, with a suggestion, not inside each job
     t = cfg["train"]
     check_keys(t, TrainSettings.__dataclass_fields__, "train")
     defenses = t.get("defenses", [])
@@ -231,12 +234,13 @@ def parse(cfg: dict[str, Any]) -> Settings:
     classes = {n: defense_class(n) for n in DEFENSES.names()}
     classes.update({n: defense_class(n) for n in [*defenses, *(v.defense for v in variants.values())]
                     if n not in variants})
-    hp = dict(cfg.get("hp", {}))
+    hp = dict(_table(cfg.get("hp", {}), "[hp]"))
     check_keys(hp, sorted(set().union(*map(hp_keys, classes.values()))), "hp", "hyper-parameters")
     check_hp_kinds(hp, _union_kinds(classes.values()), "hp")
     check_hp_values(hp, "hp")
-    dhp = cfg.get("defense_hp", {})
+    dhp = _table(cfg.get("defense_hp", {}), "[defense_hp]")
     for name, sub in dhp.items():
+        _table(sub, f"defense_hp.{name}")
         if name not in classes and name not in variants:
             hint = suggest(name, [*classes, *variants])
             raise BenchError(f"unknown section defense_hp.{name}{hint}; it names a defense or variant")
@@ -250,6 +254,14 @@ def parse(cfg: dict[str, Any]) -> Settings:
     return Settings(str(cfg.get("preset", "custom")), data, ModelSettings(cfg["model"]["name"]), train, hp,
                     {k: dict(v) for k, v in dhp.items()}, variants, ev, distill, multitask,
                     str(cfg.get("description", "")), copy.deepcopy(cfg))
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a table (a TOML section or inline table), else a clear error."""
+    if not isinstance(value, dict):
+        raise BenchError(f"{where} = {value!r} is invalid: expected a table of hyper-parameters, "
+                         "e.g. {alpha_max = 1.0}")
+    return value
 
 
 def _union_kinds(classes) -> dict[str, tuple[str, ...]]:
