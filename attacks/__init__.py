@@ -1,1 +1,2 @@
-"""Attack specs and the evaluation loop, on top of torchattacks."""
+"""Attack algorithms and their specs on top of torchattacks, with a tensor-level harness
+(``attacks.harness``); imports only ``core`` and third-party code."""

@@ -46,7 +46,7 @@ def check_perturbation(adv: torch.Tensor, x: torch.Tensor, spec: AttackSpec) -> 
         raise BenchError(f"{spec.key()}: adversarial images leave [0, 1] (min {float(adv.min()):.4g}, "
                          f"max {float(adv.max()):.4g})")
     norms = perturbation_norms(adv - x, spec.norm)
-    top = float(norms.max()) if len(norms) else 0.0
-    if not ATTACKS.get(spec.name).min_norm and top > ball_limit(spec.eps):
-        raise BenchError(f"{spec.key()}: perturbation of {spec.norm} norm {top:.6g} exceeds epsilon {spec.eps}")
-    return top
+    largest = float(norms.max()) if len(norms) else 0.0
+    if not ATTACKS.get(spec.name).min_norm and largest > ball_limit(spec.eps):
+        raise BenchError(f"{spec.key()}: perturbation of {spec.norm} norm {largest:.6g} exceeds epsilon {spec.eps}")
+    return largest

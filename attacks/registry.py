@@ -24,13 +24,10 @@ from core.checks import check_epsilon
 from core.errors import BenchError
 from core.registry import Registry
 
-ALL_MODES = ("untargeted", "random", "worst")
-
-
 @dataclass(frozen=True)
 class AttackInfo:
     build: Callable[[nn.Module, AttackSpec, int, int], Any]  # (model, spec, num_classes, seed)
-    modes: tuple[str, ...] = ALL_MODES
+    modes: tuple[str, ...] = MODES
     norms: tuple[str, ...] = ("Linf",)
     default_eps: float = 0.0
     default_steps: int | None = None

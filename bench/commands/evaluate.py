@@ -47,8 +47,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if args.preset is None and args.results is not None:
         # the folder says what made it (settings.json, else its name); --set still applies
-        made = settings_for(args.results)
-        s = parse(apply_options(apply_overrides(made.source, list(args.overrides)), device=args.device))
+        recorded = settings_for(args.results)
+        s = parse(apply_options(apply_overrides(recorded.source, list(args.overrides)), device=args.device))
     else:
         s = resolve_config(args.preset or "quick", args.overrides, device=args.device)
     results = default_results_dir(s, args.results)

@@ -72,7 +72,7 @@ def pixel_std(dataset: str) -> float:
     return float(min(DATASETS.get(dataset).std))
 
 
-def _six(x: float) -> float:
+def _six_significant_digits(x: float) -> float:
     """Six significant digits: the precision an attack spec's key prints, so a converted value
     and the same value typed in pixels give one key and one CSV number."""
     return float(f"{x:.6g}")
@@ -80,7 +80,7 @@ def _six(x: float) -> float:
 
 def to_pixels(eps: float, units: str, dataset: str) -> float:
     """``eps`` given in ``units`` as a pixel-unit distance (e * std for normalised units)."""
-    return float(eps) if check_units(units) == "pixel" else _six(eps * pixel_std(dataset))
+    return float(eps) if check_units(units) == "pixel" else _six_significant_digits(eps * pixel_std(dataset))
 
 
 def to_normalized(eps_pixel: float, dataset: str) -> float:

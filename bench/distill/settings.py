@@ -164,14 +164,14 @@ def _pairs(section: dict[str, Any], valid: list[str]) -> tuple[Pair, ...]:
     for i, raw in enumerate(section.get("pairs") or []):
         if isinstance(raw, dict):
             check_keys(raw, [*valid, "dense", "sparse"], f"distill.pairs[{i}]")
-    top = _scalars(section)
+    defaults = _scalars(section)
     raw_pairs = section.get("pairs") or [{}]
     if not isinstance(raw_pairs, list) or not all(isinstance(p, dict) for p in raw_pairs):
         raise BenchError("distill.pairs must be an array of tables ([[distill.pairs]])")
     pairs = []
     for i, raw in enumerate(raw_pairs):
         where = f"distill.pairs[{i}]" if section.get("pairs") else "distill"
-        merged = {**top, **_scalars(raw)}
+        merged = {**defaults, **_scalars(raw)}
         _check_pair_settings(merged, where)
         regimes = []
         for regime in REGIMES:

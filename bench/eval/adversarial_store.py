@@ -90,11 +90,11 @@ class SubjectAdversarials:
                 if (t.norm, float(t.eps)) not in cells:
                     cells.append((t.norm, float(t.eps)))
         self.images: list[torch.Tensor] = []
-        self.pool: dict[tuple[str, int], int] = {}           # (run, example) -> row of images
+        self.image_row: dict[tuple[str, int], int] = {}  # (run, example) -> its row of ``images``
         self.cells: dict[tuple[str, float], dict[int, tuple[int, int]]] = {}  # example -> (row, attack)
         self.attacks: list[str] = []
-        self.reported: set[str] = set()
-        self.covered: set[str] = set()
+        self.runs_seen: set[str] = set()  # run keys this evaluation ran
+        self.complete_specs: set[str] = set()  # sweep entries whose examples the file holds in full (covered_specs)
         self._merge_existing()
 
     def _attack_id(self, name: str) -> int:
@@ -116,22 +116,22 @@ class SubjectAdversarials:
             cell = self.cells.setdefault((norm, eps), {})
             for ex, row, a in zip(index.tolist(), image.tolist(), attack.tolist()):
                 key = ("saved", row)
-                if key not in self.pool:
-                    self.pool[key] = len(self.images)
+                if key not in self.image_row:
+                    self.image_row[key] = len(self.images)
                     self.images.append(saved.images[row])
-                cell.setdefault(ex, (self.pool[key], self._attack_id(saved.attacks[a])))
-        self.covered = set(saved.covered)
+                cell.setdefault(ex, (self.image_row[key], self._attack_id(saved.attacks[a])))
+        self.complete_specs = set(saved.complete_specs)
 
     def covers(self, spec_key: str) -> bool:
         """Whether the file already holds this sweep entry's adversarials, or it has none to
         hold (no attack, epsilon 0): then its row may be skipped."""
-        return spec_key not in self.runs_of or spec_key in self.covered
+        return spec_key not in self.runs_of or spec_key in self.complete_specs
 
     def on_run(self, spec: AttackSpec, index: torch.Tensor, adv: torch.Tensor, preds: torch.Tensor,
                norms: torch.Tensor) -> None:
         """One attack run on the examples ``index``: its adversarial images, predictions and norms."""
         rk = spec.run_key()
-        self.reported.add(rk)
+        self.runs_seen.add(rk)
         index, preds, norms = index.cpu(), preds.cpu(), norms.cpu()
         broken = preds != self.labels[index]
         min_norm = ATTACKS.get(spec.name).min_norm
@@ -144,19 +144,19 @@ class SubjectAdversarials:
                 ex = int(index[j])
                 if ex in cell:
                     continue
-                if (rk, ex) not in self.pool:
-                    self.pool[(rk, ex)] = len(self.images)
+                if (rk, ex) not in self.image_row:
+                    self.image_row[(rk, ex)] = len(self.images)
                     self.images.append(adv[j])
-                cell[ex] = (self.pool[(rk, ex)], attack)
+                cell[ex] = (self.image_row[(rk, ex)], attack)
 
     def save(self) -> Path:
         """Write the file atomically: every cell of the sweep, broken examples only (an existing
         file is left as it is when no attack ran: every row was already computed and saved)."""
         found = existing_adversarial_path(self.results, self.meta["dataset"], self.meta["defense"],
                                           self.meta["seed"], self.meta["checkpoint_sha256"], self.meta["eval_seed"])
-        if not self.reported and found is not None:
+        if not self.runs_seen and found is not None:
             return found
-        covered = self.covered | {k for k, runs in self.runs_of.items() if all(r in self.reported for r in runs)}
+        complete = self.complete_specs | {k for k, runs in self.runs_of.items() if all(r in self.runs_seen for r in runs)}
         cells = sorted(set(self.cells) | {c for cs in self.cells_of.values() for c in cs})
         shape = tuple(self.images[0].shape) if self.images else (0,)
         tensors = {"images": torch.stack(self.images) if self.images else torch.zeros((0, *shape))}
@@ -168,7 +168,7 @@ class SubjectAdversarials:
             tensors[f"cell{i}/attack"] = torch.tensor([a for _, (_, a) in entries], dtype=torch.int64)
             listing.append({"name": f"cell{i}", "norm": norm, "epsilon": eps})
         meta = {**self.meta, "cells": json.dumps(listing), "attacks": json.dumps(self.attacks),
-                "covered_specs": json.dumps(sorted(covered))}
+                "covered_specs": json.dumps(sorted(complete))}
         with atomic_path(self.path) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         return self.path
@@ -181,7 +181,7 @@ class SavedAdversarials:
                  cells: dict[tuple[str, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         self.path, self.meta, self.images, self.cells = path, meta, images, cells
         self.attacks: list[str] = json.loads(meta["attacks"])
-        self.covered: list[str] = json.loads(meta["covered_specs"])
+        self.complete_specs: list[str] = json.loads(meta["covered_specs"])
 
 
 def read_adversarials(path: str | Path) -> SavedAdversarials:

@@ -78,6 +78,19 @@ def unpack_mask(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
+def common_masks(rows: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], int]:
+    """The rows' per-example masks on the examples common to all of them (the first min(n):
+    every row's examples are a prefix of the same evaluation set), and that n."""
+    n = min(int(r["n"]) for r in rows)
+    return [unpack_mask(str(r["correct_mask"]), int(r["n"]))[:n] for r in rows], n
+
+
+def robust_on_all(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, int]:
+    """Per common example, whether every row left it correct (the worst case over them), and n."""
+    masks, n = common_masks(rows)
+    return np.logical_and.reduce(masks), n
+
+
 @functools.lru_cache(maxsize=1)
 def row_versions() -> dict[str, str]:
     v = versions()

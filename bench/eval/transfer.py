@@ -51,7 +51,7 @@ class TransferAttack:
         self.source, self.batch_size = source, batch_size
         self.label = transfer_label(str(source.defense), source.seed, source.sha256)
         # (spec, n, eval seed, examples' fingerprint) -> (images, perturbation norms, seconds)
-        self._made: dict[tuple[str, int, int, str], tuple[torch.Tensor, torch.Tensor, float]] = {}
+        self._examples: dict[tuple[str, int, int, str], tuple[torch.Tensor, torch.Tensor, float]] = {}
         self.generated = 0  # how many example sets were made (the rest were reused)
 
     def serves(self, target: Subject) -> bool:
@@ -70,8 +70,8 @@ class TransferAttack:
         """(adversarial images, their perturbation norms, seconds it took: 0 when reused) for
         the first ``n`` examples of ``data``, made on the source."""
         key = (spec.key(), n, eval_seed, data.fingerprint(n))
-        if key in self._made:
-            adv, norms, _ = self._made[key]
+        if key in self._examples:
+            adv, norms, _ = self._examples[key]
             return adv, norms, 0.0
         t0 = time.time()
         x, y = data.x[:n], data.y[:n]
@@ -80,9 +80,9 @@ class TransferAttack:
             run_attack(self.source.model, spec, x, y, None, num_classes=data.num_classes, seed=eval_seed,
                        batch_size=self.batch_size, images_out=adv)  # checks the box and the eps-ball per batch
         norms = perturbation_norms(adv - x, spec.norm)
-        self._made[key] = (adv, norms, time.time() - t0)
+        self._examples[key] = (adv, norms, time.time() - t0)
         self.generated += 1
-        return adv, norms, self._made[key][2]
+        return adv, norms, self._examples[key][2]
 
     def rows(self, target: Subject, data: EvalSet, specs: Sequence[AttackSpec], *, n_test: int | None = None,
              eval_seed: int = EvalSettings.seed, batch_size: int = EvalSettings.batch_size, skip: set[tuple[str, ...]] = frozenset(),
@@ -100,16 +100,16 @@ class TransferAttack:
                 fp = data.fingerprint(n)
                 if subject_row_key(target, spec.key(), n, eval_seed, fp) in skip:
                     continue
-                adv, norms, made = self.examples(spec, data, n, eval_seed)
+                adv, norms, generation_seconds = self.examples(spec, data, n, eval_seed)
                 t0 = time.time()
                 y = data.y[:n]
                 pred = predict_logits(target.model, data.x[:n], batch_size).argmax(1)
                 correct0 = pred == y
                 idx = correct0.nonzero().squeeze(1)  # clean errors stay errors, as in the harness
                 pred[idx] = predict_logits(target.model, adv[idx], batch_size).argmax(1)
-                top = float(norms[idx].max()) if len(idx) else 0.0
+                largest = float(norms[idx].max()) if len(idx) else 0.0
                 row = attack_row(target, spec, pred == y, correct0, target_hit_rate="", eval_seed=eval_seed,
-                                 batch_size=batch_size, seconds=made + time.time() - t0, max_perturbation=top,
+                                 batch_size=batch_size, seconds=generation_seconds + time.time() - t0, max_perturbation=largest,
                                  data_fingerprint=fp, transfer_from=self.label)
                 rows.append(row)
                 if on_adversarials is not None:

@@ -51,7 +51,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from bench.eval.schema import ATTACK, row_kind, unpack_mask
+from bench.eval.schema import ATTACK, common_masks, row_kind, unpack_mask
 from attacks.registry import ATTACKS
 from bench.data import DATASETS
 from bench.config.eval_settings import EvalSettings
@@ -178,13 +178,13 @@ def black_box_vs_white_box(rows: list[dict], th: Thresholds) -> tuple[str, float
                  and abs(_eps(r) - _eps(bb)) < 1e-9 and not ATTACKS.get(r["attack"]).min_norm]
         if not white:
             continue
-        n = min([int(bb["n"])] + [int(r["n"]) for r in white])
-        wb = np.logical_and.reduce([_mask(r, n) for r in white]).mean()  # robust to every white-box attack
-        gap = float(wb - _mask(bb, n).mean())
+        (bb_mask, *white_masks), n = common_masks([bb, *white])
+        wb = np.logical_and.reduce(white_masks).mean()  # robust to every white-box attack
+        gap = float(wb - bb_mask.mean())
         if worst is None or gap > worst:
             worst = gap
         if gap > th.tol:
-            detail.append(f"{_label(bb)} {_mask(bb, n).mean():.3f} < white-box {wb:.3f} on {n} examples")
+            detail.append(f"{_label(bb)} {bb_mask.mean():.3f} < white-box {wb:.3f} on {n} examples")
     if worst is None:
         return "n/a", "", "no black-box row with white-box rows at the same epsilon"
     return ("flag" if worst > th.tol else "pass"), round(worst, 4), "; ".join(detail) or (

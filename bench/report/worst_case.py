@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
-from bench.eval.schema import WORST_CASE, pack_mask, unpack_mask
+from bench.eval.schema import WORST_CASE, pack_mask, robust_on_all
 from bench.stats import wilson
 
 # The attack name of the derived rows (never a registered attack).
@@ -43,10 +42,7 @@ def worst_case_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             runs = list(specs.values())
             if any(not r.get("correct_mask") for r in runs):
                 continue
-            n = min(int(r["n"]) for r in runs)
-            robust = np.ones(n, dtype=bool)
-            for r in runs:
-                robust &= unpack_mask(r["correct_mask"], int(r["n"]))[:n]
+            robust, n = robust_on_all(runs)
             k = int(robust.sum())
             lo, hi = wilson(k, n)
             first = runs[0]
