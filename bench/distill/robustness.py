@@ -15,12 +15,13 @@ from bench.eval.evaluate import evaluate_subject
 from bench.eval.subjects import EvalSet, Subject
 from attacks.registry import parse_spec
 from core.checks import check_epsilon
+from bench.config.eval_settings import EvalSettings
 from bench.data import ImageData, to_float
 
 ATTACK_COLUMNS = {"fgsm_acc": "fgsm:eps={eps}", "ifgsm_acc": "ifgsm:eps={eps},steps=10"}
 
 
-def robust_accuracy(model: nn.Module, data: ImageData, epsilon: float, batch_size: int = 500,
+def robust_accuracy(model: nn.Module, data: ImageData, epsilon: float, batch_size: int = EvalSettings.batch_size,
                     dataset: str = "distill") -> dict[str, float]:
     eps = check_epsilon(epsilon, "eval.epsilon")
     was = model.training
