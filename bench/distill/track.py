@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -23,17 +23,32 @@ from bench.distill.base import OPTIMIZER_KEYS
 from bench.distill.imagefolder import IMAGENET_MEAN, IMAGENET_STD, is_image_folder, load_image_folder
 from bench.distill.report import table3_markdown
 from bench.distill.robustness import robust_accuracy
-from bench.distill.settings import Pair, Regime, check_fraction
+from bench.distill.settings import DistillSettings, Pair, Regime, check_fraction
 from bench.distill.teacher import load_teacher, train_teacher
 from core.errors import BenchError
 from bench.models import ModelSpec, build_model
 from bench.method import Context, hp_keys
 from bench.csv_files import csv_text
 from bench.run import Run, method_identity, run_path
-from bench.config.settings import Settings
-from bench.splits import load_splits
+from bench.splits import DataSettings, load_splits
 from bench.train import accuracy_on, fit, resolve_device
 
+
+
+
+class _Train(Protocol):
+    device: str
+
+
+class Settings(Protocol):
+    """What the track reads of a parsed preset (``bench.config.settings.Settings`` is one). A
+    protocol rather than an import: that parser imports this package's settings to parse the
+    [distill] section, so the track importing it would run the layering backwards."""
+
+    preset: str
+    data: DataSettings
+    train: _Train
+    distill: DistillSettings | None
 
 
 def sparse_subset(train: ImageData, fraction: float, seed: int) -> ImageData:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -25,9 +25,24 @@ from bench.multitask.settings import MultiTaskSettings
 from bench.multitask.tasks import evaluate
 from bench.splits import load_splits
 from bench.run import Run, method_identity, run_path
-from bench.config.settings import Settings
 from bench.train import fit, resolve_device
 from bench.method import Context
+
+
+
+class _Train(Protocol):
+    device: str
+
+
+class Settings(Protocol):
+    """What the track reads of a parsed preset (``bench.config.settings.Settings`` is one). A
+    protocol rather than an import: that parser imports this package's settings to parse the
+    [multitask] section, so the track importing it would run the layering backwards."""
+
+    preset: str
+    source: dict[str, Any]
+    train: _Train
+    multitask: MultiTaskSettings | None
 
 
 def input_spec(s: MultiTaskSettings, size: int, num_classes: int) -> ModelSpec:
