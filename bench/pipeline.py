@@ -99,14 +99,14 @@ def evaluate_subjects(subjects: Sequence[Subject], specs: Sequence[AttackSpec], 
     with), with the transfer rows of those whose source (``transfer_source_of``) is found;
     each source's examples are made once for all its targets."""
     rows: list[dict] = []
-    made: dict[str, TransferAttack] = {}
+    transfer_by_source: dict[str, TransferAttack] = {}  # source sha256 -> its examples, made once
     for subject in subjects:
         data = eval_set_for(recorded_data(subject), settings.n_test, data_dir=data_dir, device=device,
                             expect_fingerprint=subject.meta.get("test_fingerprint"))
         source = transfer_source_of(subject, subjects, settings, device, beside=beside) if transfer_specs(specs) \
             else None
-        transfer = None if source is None else made.setdefault(source.sha256,
-                                                                TransferAttack(source, settings.batch_size))
+        transfer = None if source is None else transfer_by_source.setdefault(source.sha256,
+                                                                              TransferAttack(source, settings.batch_size))
         if transfer_specs(specs) and source is None and not quiet:
             print(f"no transfer source ({settings.transfer_source}, {subject.dataset} seed {subject.seed}) for "
                   f"{subject.defense}: no transfer rows")
