@@ -36,18 +36,12 @@ from bench.train import accuracy_on, fit, resolve_device
 
 
 
-class _Train(Protocol):
-    device: str
-
-
+# What the track reads of a parsed preset (``bench.config.settings.Settings`` is one): a protocol
+# rather than an import, since that parser imports this package's settings to parse [distill].
 class Settings(Protocol):
-    """What the track reads of a parsed preset (``bench.config.settings.Settings`` is one). A
-    protocol rather than an import: that parser imports this package's settings to parse the
-    [distill] section, so the track importing it would run the layering backwards."""
-
     preset: str
     data: DataSettings
-    train: _Train
+    train: Any  # .device: where to train
     distill: DistillSettings | None
 
 

@@ -30,18 +30,12 @@ from bench.method import Context
 
 
 
-class _Train(Protocol):
-    device: str
-
-
+# What the track reads of a parsed preset (``bench.config.settings.Settings`` is one): a protocol
+# rather than an import, since that parser imports this package's settings to parse [multitask].
 class Settings(Protocol):
-    """What the track reads of a parsed preset (``bench.config.settings.Settings`` is one). A
-    protocol rather than an import: that parser imports this package's settings to parse the
-    [multitask] section, so the track importing it would run the layering backwards."""
-
     preset: str
     source: dict[str, Any]
-    train: _Train
+    train: Any  # .device: where to train
     multitask: MultiTaskSettings | None
 
 
