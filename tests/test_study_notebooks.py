@@ -220,3 +220,26 @@ def test_recomputed_verdicts_equal_the_reports_verdicts_csv(folder, epsilon, csv
                 assert value == pytest.approx(float(old[key]), rel=1e-9, abs=1e-12), (folder, key, new, old)
             else:
                 assert str(value) == old[key], (folder, key, new, old)
+
+
+def test_third_edition_numbers_come_from_other_paths():
+    """study-3.ipynb: its status counts the run folders and rows, and the noise example's PGD
+    difference from the tuned GREAT is the mean of the seeds' accuracy differences in robustness.csv."""
+    out = outputs(STUDIES / "study-3.ipynb")
+    runs = ROOT / "runs" / "study-3"
+    trained = len(list(runs.glob("*/*/seed*/meta.json")))
+    rows = [r for r in _csv(ROOT / "results" / "study-3" / "robustness.csv") if r["attack"] != "worst-case"]
+    per_model: dict[tuple, int] = {}
+    for r in rows:
+        per_model[r["defense"], r["seed"]] = per_model.get((r["defense"], r["seed"]), 0) + 1
+    full = max(per_model.values())
+    assert f"{trained} are trained and {sum(n == full for n in per_model.values())} have all their {full} attack rows" \
+        in out.replace("\n", " ")
+    acc = {(r["defense"], r["seed"]): float(r["accuracy"]) for r in rows
+           if r["attack"] == "pgd" and r["mode"] == "untargeted" and abs(float(r["epsilon"]) - 0.0353) < 1e-9}
+    seeds = sorted({s for d, s in acc if d == "noise"} & {s for d, s in acc if d == "great"})
+    if not seeds:
+        pytest.skip("the third edition has no seed of both noise and GREAT yet")
+    diff = 100 * sum(acc["noise", s] - acc["great", s] for s in seeds) / len(seeds)
+    noise_row = next(line for line in out.splitlines() if line.startswith("| noise ") and "[" in line)  # No attack, PGD, ...
+    assert noise_row.split("|")[3].strip().lstrip("*").startswith(f"{diff:+.1f} [")

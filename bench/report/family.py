@@ -315,14 +315,19 @@ def family_verdicts(family: Family, folders: dict[str, Path] | None = None) -> l
     return [{k: r[k] for k in FIELDS} for r in out]
 
 
-def family_markdown(family: Family, rows: list[dict], folders: dict[str, Path] | None = None) -> str:
+def family_markdown(family: Family, rows: list[dict], folders: dict[str, Path] | None = None, *,
+                    commit: bool = True) -> str:
     """The report: where the family is defined and its size, each claim's verdict over the family,
-    a claim x (network, epsilon) matrix and every member's numbers."""
+    a claim x (network, epsilon) matrix and every member's numbers. ``commit=False`` leaves out
+    the git commit that last changed the file (a stored study notebook must read the same in a
+    shallow clone); its sha256 still identifies the file."""
     folders = folders or family.networks
     n_measured = sum(r["verdict"] != NOT_MEASURED for r in rows)
     n_comp = sum(len(c.comparisons) for c in family.claims)
-    commit = family.commit()
-    where = f"`{family.path}`" + (f", committed in {commit}" if commit else " (not committed)")
+    where = f"`{family.path}`"
+    if commit:
+        made = family.commit()
+        where += f", committed in {made}" if made else " (not committed)"
     out = [f"**Pre-registered verdict family `{family.name}`** (defined in {where}; sha256 "
            f"{family.sha256()[:12]}). **Family size: {family.size} comparisons** = {n_comp} comparisons of "
            f"{len(family.claims)} claims x {len(family.networks)} network(s) x {len(family.epsilons)} epsilon(s). "
