@@ -14,7 +14,9 @@ from bench.eval.schema import ROW_FIELDS
 from bench.report.claims import CLAIMS
 from bench.cli import main
 from core.errors import BenchError
-from bench.report.family import family_markdown, family_verdicts, load_family, parse_folders
+from bench.config.eval_settings import EvalSettings
+from bench.report.family import FIELDS, family_markdown, family_verdicts, load_family, parse_folders
+from bench.report.write import write_report
 from bench.csv_files import read_rows, write_rows
 from bench.stats import holm
 from tests.test_report import masks_row
@@ -137,7 +139,9 @@ def test_trained_as_measures_a_variant_in_place_of_its_defense(tmp_path):
 def test_the_report_says_where_the_family_is_defined_and_its_size(tmp_path):
     fam, got = _verdicts(_folder(tmp_path, _rows()))
     md = family_markdown(fam, got)
-    assert f"defined in `{STUDY_3}`" in md and "Family size: 12 comparisons" in md
+    # named from the repository root, the same on every machine (not this checkout's absolute path)
+    assert "defined in `bench/families/study-3.toml`" in md and str(STUDY_3) not in md
+    assert "Family size: 12 comparisons" in md
     assert "6 comparisons of 4 claims x 1 network(s) x 2 epsilon(s)" in md
     assert f"sha256 {fam.sha256()[:12]}" in md
     made = fam.commit()  # '' outside a git checkout
@@ -145,8 +149,47 @@ def test_the_report_says_where_the_family_is_defined_and_its_size(tmp_path):
     # a stored notebook leaves the commit out (a shallow clone has another) and keeps the sha256
     bare = family_markdown(fam, got, commit=False)
     assert "committed" not in bare and f"sha256 {fam.sha256()[:12]}" in bare
-    assert bare.replace(f"`{STUDY_3}`", "") == md.replace(
-        f"`{STUDY_3}`" + (f", committed in {made}" if made else " (not committed)"), "")
+    assert bare == md.replace(f", committed in {made}" if made else " (not committed)", "")
+
+
+def _family_naming(tmp_path: Path, folder: Path) -> Path:
+    """A copy of the committed family whose network reads ``folder``, in its own family folder."""
+    fams = tmp_path / "families"
+    fams.mkdir()
+    text = STUDY_3.read_text()
+    assert 'small-resnet = "results/study-3"' in text
+    (fams / "study-3.toml").write_text(text.replace('small-resnet = "results/study-3"', f'small-resnet = "{folder}"'))
+    return fams
+
+
+def test_a_report_into_a_study_folder_writes_its_pre_registered_verdicts(tmp_path):
+    """write_report into a folder that a family names: verdicts-FAMILY.md/.csv hold exactly the
+    family's verdicts, the per-folder verdicts.md points to them and the page's summary reads
+    the family; a folder no family names gets none of it."""
+    rows = _rows()
+    folder = _folder(tmp_path, rows)
+    fams = _family_naming(tmp_path, folder)
+    written = write_report(rows, folder, EvalSettings(epsilon=0.0353), quiet=True, family_dir=fams)
+    assert folder / "verdicts-study-3.md" in written and folder / "verdicts-study-3.csv" in written
+    fam = load_family(fams / "study-3.toml")
+    expect = family_verdicts(fam, {"small-resnet": folder})
+    got = read_rows(folder / "verdicts-study-3.csv")
+    assert [r["verdict"] for r in got] == [r["verdict"] for r in expect] and len(got) == fam.size == 12
+    assert [float(r["p_holm"]) for r in got] == pytest.approx([r["p_holm"] for r in expect])
+    assert list(got[0]) == FIELDS
+    md = (folder / "verdicts-study-3.md").read_text()
+    assert md.strip() == family_markdown(fam, expect, commit=False).strip() and "committed in" not in md
+    assert "`verdicts-study-3.md`" in (folder / "verdicts.md").read_text()
+    assert "one Holm correction over 12 comparisons" in (folder / "verdicts.md").read_text()
+    page = (folder / "index.html").read_text()
+    assert "Holm over the pre-registered family `study-3` of 12 comparisons" in page
+    # the page's summary lines come from the family: a claim judged per network and epsilon
+    assert "(small-resnet, 0.1 " in page
+
+    other = _folder(tmp_path, rows, "other")
+    written = write_report(rows, other, EvalSettings(epsilon=0.0353), quiet=True, family_dir=fams)
+    assert not any("verdicts-" in p.name for p in written) and not (other / "verdicts-study-3.md").exists()
+    assert "pre-registered" not in (other / "verdicts.md").read_text()
 
 
 def test_cli_writes_markdown_and_csv(tmp_path, capsys):

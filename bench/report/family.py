@@ -68,6 +68,7 @@ from bench.stats import claim_verdict, holm
 from defenses import DEFENSES
 
 FAMILY_DIR = Path(__file__).parents[1] / "families"
+REPO_ROOT = FAMILY_DIR.parents[1]  # where a family's results folders are named from
 KEYS = ("name", "description", "dataset", "alpha", "cw_radius", "networks", "trained_as", "epsilons", "claims")
 WORST = {f"{WORST_CASE} {norm}": norm for norm in ("Linf", "L2")}  # their table names carry the radius
 COLUMN_NAMES = tuple(c.name for c in COLUMNS if c.attack != "train") + tuple(WORST)
@@ -247,6 +248,29 @@ def load_family(path: str | Path) -> Family:
                   str(raw.get("description", "")))
 
 
+def families_reading(results: Path, family_dir: Path = FAMILY_DIR) -> list[Family]:
+    """The family files in ``family_dir`` one of whose networks reads the folder ``results``
+    (its folder is taken from the repository root, or as written). A report written into that
+    folder writes their verdicts too, so the study's folder carries its pre-registered verdicts
+    and not only the per-folder ones."""
+    here = results.resolve()
+    found = []
+    for path in sorted(family_dir.glob("*.toml")):
+        family = load_family(path)
+        if any(here in ((REPO_ROOT / f).resolve(), f.resolve()) for f in family.networks.values()):
+            found.append(family)
+    return found
+
+
+def shown(path: Path) -> str:
+    """``path`` as a reader should see it: from the repository root when it lies inside it (the
+    same on every machine), else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def parse_folders(pairs: list[str], family: Family) -> dict[str, Path]:
     """``NETWORK=FOLDER`` overrides of the family's results folders (the networks stay the file's)."""
     out = dict(family.networks)
@@ -324,7 +348,7 @@ def family_markdown(family: Family, rows: list[dict], folders: dict[str, Path] |
     folders = folders or family.networks
     n_measured = sum(r["verdict"] != NOT_MEASURED for r in rows)
     n_comp = sum(len(c.comparisons) for c in family.claims)
-    where = f"`{family.path}`"
+    where = f"`{shown(family.path)}`"
     if commit:
         made = family.commit()
         where += f", committed in {made}" if made else " (not committed)"

@@ -342,7 +342,7 @@ def verdict_lines(verdicts: Sequence[dict]) -> str:
     return "<ul class='verdicts'>" + "".join(out) + "</ul>"
 
 
-def summary_section(verdicts: Sequence[dict], headline: Path | None) -> str:
+def summary_section(verdicts: Sequence[dict], headline: Path | None, rule: str | None = None) -> str:
     """What a reader came for, before any wide table: each claim's verdict on one line and the
     headline accuracy-vs-epsilon plot (issue 22)."""
     if not verdicts:
@@ -350,18 +350,20 @@ def summary_section(verdicts: Sequence[dict], headline: Path | None) -> str:
     plot = (f"<img alt='Accuracy vs epsilon' src='{_data_uri(headline)}'>" if headline is not None
             and headline.is_file() else "")
     return ("<section id='summary'><h2>The paper's claims: verdicts</h2>"
-            "<p>One line per claim: its verdict by one rule (Holm over every comparison; see the verdicts section "
-            "below) and the comparison that decides it, as a difference with its 95% interval across seeds.</p>"
+            f"<p>One line per claim: its verdict by one rule ({_e(rule or 'Holm over every comparison')}; see the "
+            "verdicts section below) and the comparison that decides it, as a difference with its 95% interval "
+            "across seeds.</p>"
             + verdict_lines(verdicts) + plot + "</section>")
 
 
 def render(title: str, tables: Sequence[Table], *, comparison: pd.DataFrame | None, seeds: pd.DataFrame | None,
            checks: Sequence[dict], worst: Sequence[dict], rows: Sequence[dict], subjects=(),
            figures: Sequence[tuple[str, Path]] = (), tracks: Sequence[tuple[str, Path]] = (),
-           verdicts: Sequence[dict] = (), headline: Path | None = None) -> str:
-    """The whole page as one string: given the claims' ``verdicts`` (``bench.report.claims``), it opens
-    with them and the ``headline`` figure."""
-    parts = [f"<h1>{_e(title)}</h1>", summary_section(verdicts, headline),
+           verdicts: Sequence[dict] = (), headline: Path | None = None, rule: str | None = None) -> str:
+    """The whole page as one string: given the claims' ``verdicts`` (``bench.report.claims``, or a
+    pre-registered family's, whose Holm ``rule`` the summary then names), it opens with them and
+    the ``headline`` figure."""
+    parts = [f"<h1>{_e(title)}</h1>", summary_section(verdicts, headline, rule),
              "<p>Test accuracy (%) with 95% intervals; click a column header to sort. Hover a cell of the "
              "comparison or masking tables for the counts and details behind it.</p>",
              "<h2 id='robustness'>Robustness (paper Table 1 layout)</h2>"]

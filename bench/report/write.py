@@ -17,6 +17,8 @@ from bench.report.claims import FIELDS as VERDICT_FIELDS, Sources, verdicts, ver
 from bench.report.compare import across_seeds, compare, comparison_markdown, default_reference
 from core.errors import BenchError
 from bench.config.eval_settings import EvalSettings
+from bench.report.family import FAMILY_DIR, FIELDS as FAMILY_FIELDS, Family, families_reading, family_markdown, \
+    family_verdicts, shown
 from bench.report.html import render
 from bench.report.masking import Thresholds, as_rows, masking_checks
 from bench.report.plots import plot_acc_vs_eps
@@ -37,11 +39,12 @@ def earlier_sanity_flags(path: Path, checkpoints: set[str]) -> list[dict[str, An
 
 
 def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *, subjects=(), data=None,
-                 against: str | None = None, quiet: bool = False) -> list[Path]:
+                 against: str | None = None, quiet: bool = False, family_dir: Path = FAMILY_DIR) -> list[Path]:
     """table.md/.tex/.csv, worst_case.csv, comparison.md/.csv (each defense against ``against``,
     default GREAT when present), verdicts.md/.csv (the paper's claims, ``bench.report.claims``),
-    acc_vs_eps.png/.pdf, masking.csv, (given models) saliency.png, and index.html: all of them
-    on one self-contained page (``bench.report.html``)."""
+    verdicts-FAMILY.md/.csv for each pre-registered family in ``family_dir`` that names this
+    folder (``bench.report.family``), acc_vs_eps.png/.pdf, masking.csv, (given models)
+    saliency.png, and index.html: all of them on one self-contained page (``bench.report.html``)."""
     if not rows:
         raise BenchError("no evaluation rows to report; run `great-bench evaluate` first")
     results.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,11 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     # are read from this folder when their commands wrote them here.
     claim_rows = verdicts(Sources.in_folder(tables, results))
     verdicts_md = verdicts_markdown(claim_rows)
+    # A study with a pre-registered family is judged by it (one Holm over the committed file's
+    # members); the per-folder verdicts then only describe, and say so.
+    families = [(f, family_verdicts(f, {net: results for net in f.networks})) for f in families_reading(results, family_dir)]
+    if families and verdicts_md:
+        verdicts_md = pre_registered_pointer(families, len(claim_rows)) + "\n\n" + verdicts_md
     write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
                + (verdicts_md + "\n" if verdicts_md else "") + masking_markdown(checks))
     write_text(results / "table.tex", to_latex(tables))
@@ -70,6 +78,12 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         write_text(results / "verdicts.md", verdicts_md)
         write_rows(results / "verdicts.csv", claim_rows, VERDICT_FIELDS)
         written += [results / "verdicts.md", results / "verdicts.csv"]
+    for family, family_rows in families:
+        md = results / f"verdicts-{family.name}.md"
+        # no git commit in a results file (another clone has another); the sha256 names the file
+        write_text(md, family_markdown(family, family_rows, commit=False))
+        write_rows(md.with_suffix(".csv"), family_rows, FAMILY_FIELDS)
+        written += [md, md.with_suffix(".csv")]
     if comparison is not None:
         written += write_comparison(results, comparison, comparison_md, seeds)
     if subjects and data is not None:
@@ -79,16 +93,35 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
         f"great-bench results: {results.name}", tables, comparison=comparison, seeds=seeds, checks=checks,
         worst=worst, rows=rows, subjects=subjects,
         figures=[("Accuracy vs epsilon", results / "acc_vs_eps.png"), ("Saliency maps", results / "saliency.png")],
-        tracks=[("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
+        tracks=[*((f"The paper's claims: the pre-registered family `{f.name}` (one Holm over {f.size})",
+                   results / f"verdicts-{f.name}.md") for f, _ in families),
+                ("The paper's claims: verdicts (Holm over the claims' comparisons)", results / "verdicts.md"),
                 ("Knowledge distillation (paper Table 3)", results / "distillation.md"),
                 ("Multi-task learning (paper Table 4)", results / "multitask.md"),
                 ("Multi-task weights per epoch", results / "multitask_weights.png")],
-        verdicts=claim_rows, headline=results / "acc_vs_eps.png"))
+        verdicts=summary_rows(families) if families else claim_rows, headline=results / "acc_vs_eps.png",
+        rule=(f"Holm over the pre-registered family `{families[0][0].name}` of {families[0][0].size} comparisons"
+              if families else None)))
     written.append(results / "index.html")
     if not quiet:
         for p in written:
             print(f"wrote {p}")
     return written
+
+
+def pre_registered_pointer(families: list[tuple[Family, list[dict]]], n_folder: int) -> str:
+    """The line that puts the per-folder verdicts below the study's pre-registered ones."""
+    named = "; ".join(f"`verdicts-{f.name}.md` (`{f.name}`, defined in `{shown(f.path)}`: one Holm correction over "
+                      f"{f.size} comparisons)" for f, _ in families)
+    return (f"*This folder's study has a pre-registered verdict family; its verdicts are in {named}. The verdicts "
+            f"below take the per-folder family ({n_folder} comparisons) and only describe.*")
+
+
+def summary_rows(families: list[tuple[Family, list[dict]]]) -> list[dict]:
+    """The pre-registered family's members in the shape the page's summary reads: the first
+    family (a folder is named by one study's family in practice)."""
+    _, rows = families[0]
+    return [{**r, "dataset": f"{r['network']}, {r['epsilon']}"} for r in rows]
 
 
 def in_subject_order(rows: Sequence[dict], subjects) -> Sequence[dict]:
