@@ -255,3 +255,24 @@ def test_third_edition_numbers_come_from_other_paths():
     diff = 100 * sum(acc["noise", s] - acc["great", s] for s in seeds) / len(seeds)
     noise_row = next(line for line in out.splitlines() if line.startswith("| noise ") and "[" in line)  # No attack, PGD, ...
     assert noise_row.split("|")[3].strip().lstrip("*").startswith(f"{diff:+.1f} [")
+
+
+def test_third_edition_across_editions_reads_the_reports_family_verdicts():
+    """study-3.ipynb's table across the editions: its third-edition cells are the claim's verdict at
+    that epsilon as the report wrote it into verdicts-study-3.csv (another path: the report, not the
+    notebook's own family computation), in the family's epsilon order."""
+    written = ROOT / "results" / "study-3" / "verdicts-study-3.csv"
+    if not written.is_file():
+        pytest.skip("no report has written the third edition's pre-registered verdicts yet")
+    rows = _csv(written)
+    eps = list(dict.fromkeys(r["epsilon_pixel"] for r in rows))
+    out = outputs(STUDIES / "study-3.ipynb")
+    table = out[out.index("| Claim | 1st edition"):].split("\n\n")[0].splitlines()
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    for claim in dict.fromkeys(r["claim"] for r in rows):
+        line = next(l for l in table if l.startswith(f"| {claim} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for e in eps:
+            col = next(i for i, h in enumerate(head) if h.startswith("3rd edition") and f"pixel {float(e):g} " in h)
+            verdict = next(r["cell_verdict"] for r in rows if r["claim"] == claim and r["epsilon_pixel"] == e)
+            assert cells[col].startswith(f"**{verdict}**"), (claim, e, cells[col], verdict)

@@ -62,14 +62,15 @@ def verdict_matrix(columns: list[tuple[str, Path]]) -> str:
     return matrix_markdown([(f"{label} (`{folder}`)", read_rows(folder / "verdicts.csv")) for label, folder in columns])
 
 
-def matrix_markdown(per: list[tuple[str, list[dict]]]) -> str:
+def matrix_markdown(per: list[tuple[str, list[dict]]], count_label: str = "Comparisons in the Holm family") -> str:
     """The same table from (column label, verdict rows) pairs, e.g. rows recomputed by
-    ``bench.report.claims.verdicts`` (the study notebooks)."""
+    ``bench.report.claims.verdicts`` (the study notebooks). The last row counts each column's
+    measured rows under ``count_label`` (name it otherwise when the rows are a part of a family)."""
     names = [c.name for c in CLAIMS if any(r["claim"] == c.name for _, rows in per for r in rows)]
     head = ["Claim", *(label for label, _ in per)]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         out.append("| " + " | ".join([name, *(_cell([r for r in rows if r["claim"] == name]) for _, rows in per)]) + " |")
-    out.append("| " + " | ".join(["Comparisons in the Holm family",
+    out.append("| " + " | ".join([count_label,
                                   *(str(sum(map(is_measured, rows))) for _, rows in per)]) + " |")
     return "\n".join(out) + "\n"
