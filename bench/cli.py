@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "bench.commands.verify",
     "bench.commands.verdicts",
     "bench.commands.tune",
+    "bench.commands.crosscheck",
 )
 
 
