@@ -276,3 +276,18 @@ def test_third_edition_across_editions_reads_the_reports_family_verdicts():
             col = next(i for i, h in enumerate(head) if h.startswith("3rd edition") and f"pixel {float(e):g} " in h)
             verdict = next(r["cell_verdict"] for r in rows if r["claim"] == claim and r["epsilon_pixel"] == e)
             assert cells[col].startswith(f"**{verdict}**"), (claim, e, cells[col], verdict)
+
+
+def test_third_edition_crosscheck_sentence_sums_the_csv():
+    """study-3.ipynb's independent cross-check: the examples broken beyond the worst case and the
+    converse are the sums of results/study-3/crosscheck.csv (read here with csv, not pandas)."""
+    path = ROOT / "results" / "study-3" / "crosscheck.csv"
+    if not path.is_file():
+        pytest.skip("the third edition has not been cross-checked yet")
+    rows = _csv(path)
+    deficit = sum(int(r["broken_beyond_worst_case"]) for r in rows)
+    beyond = sum(int(r["worst_case_beyond_independent"]) for r in rows)
+    text = outputs(STUDIES / "study-3.ipynb").replace("\n", " ")
+    assert f"({len(rows)} cells)" in text
+    assert f"They broke **{deficit}** example" in text
+    assert f"the worst case broke {beyond:,} examples that both independent attacks left robust" in text
