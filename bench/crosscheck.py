@@ -27,6 +27,10 @@ from bench.report.worst_case import worst_case_rows
 from bench.train import resolve_device
 from core.errors import BenchError
 
+# The defaults of every entry point (the command's too): AutoAttack's n in the studies, and a
+# budget at which both attacks reach the closed-form optimum of a linear model.
+N, STEPS, RESTARTS = 200, 100, 2
+
 FIELDS = ["dataset", "defense", "seed", "checkpoint_sha256", "norm", "epsilon", "n", "worst_case_attacks",
           "worst_case_robust", "foolbox_pgd_robust", "margin_pgd_robust", "independent_robust",
           "broken_beyond_worst_case", "worst_case_beyond_independent", "steps", "restarts", "seconds"]
@@ -39,8 +43,8 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
-def margin_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 100,
-               restarts: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+def margin_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = STEPS,
+               restarts: int = RESTARTS, generator: torch.Generator | None = None) -> torch.Tensor:
     """Robust mask under sign-gradient ascent on ``margin_loss`` within the Linf ball of ``eps``
     and the [0, 1] box: a uniform random start per restart, step eps/4, quartered at half-way."""
     robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
@@ -62,8 +66,8 @@ def margin_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *
     return robust
 
 
-def foolbox_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = 100,
-                restarts: int = 2) -> torch.Tensor:
+def foolbox_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, steps: int = STEPS,
+                restarts: int = RESTARTS) -> torch.Tensor:
     """Robust mask under foolbox's LinfPGD (its own step rule, cross-entropy), ``restarts`` runs."""
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     robust = torch.ones(len(y), dtype=torch.bool, device=y.device)
@@ -77,6 +81,10 @@ def foolbox_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
 def worst_case_mask(rows: Sequence[dict[str, Any]], subject: Subject, eps: float) -> tuple[torch.Tensor, int]:
     """The sweep's per-example worst case at Linf ``eps`` for this checkpoint, and how many attacks."""
     mine = [r for r in rows if r.get("checkpoint_sha256") == subject.sha256]
+    if not mine:
+        raise BenchError(f"{subject.defense} seed {subject.seed}: no row of robustness.csv comes from this checkpoint "
+                         f"(sha256 {subject.sha256[:12]}); the folder was evaluated on other weights: cross-check the "
+                         "runs that made it, or evaluate these first (`great-bench evaluate`)")
     hits = [w for w in worst_case_rows(mine) if w["norm"] == "Linf" and math.isclose(w["epsilon"], eps, rel_tol=1e-6)]
     if not hits:
         at = sorted({float(w["epsilon"]) for w in worst_case_rows(mine) if w["norm"] == "Linf"})
@@ -87,7 +95,7 @@ def worst_case_mask(rows: Sequence[dict[str, Any]], subject: Subject, eps: float
 
 
 def crosscheck(subject: Subject, data: EvalSet, rows: Sequence[dict[str, Any]], epsilons: Sequence[float], *,
-               n: int = 200, steps: int = 100, restarts: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+               n: int = N, steps: int = STEPS, restarts: int = RESTARTS, seed: int = 0) -> list[dict[str, Any]]:
     """One row (``FIELDS``) per epsilon: the worst case against the two independent attacks on the
     first ``n`` examples (fewer when the worst case covers fewer)."""
     model = subject.model.eval()
@@ -112,8 +120,8 @@ def crosscheck(subject: Subject, data: EvalSet, rows: Sequence[dict[str, Any]], 
     return out
 
 
-def run_crosscheck(results: str | Path, runs: Sequence[str | Path], epsilons: Sequence[float], *, n: int = 200,
-                   steps: int = 100, restarts: int = 2, data_dir: str | None = None, device: str | None = None,
+def run_crosscheck(results: str | Path, runs: Sequence[str | Path], epsilons: Sequence[float], *, n: int = N,
+                   steps: int = STEPS, restarts: int = RESTARTS, data_dir: str | None = None, device: str | None = None,
                    quiet: bool = False) -> Path:
     """Cross-check each run in ``runs`` at each epsilon against ``results/robustness.csv`` and
     merge the rows into ``results/crosscheck.csv`` (a re-checked checkpoint and epsilon replaces

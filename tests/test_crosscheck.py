@@ -97,6 +97,10 @@ def test_an_epsilon_without_a_worst_case_is_refused_with_the_ones_there_are():
     rows = [masks_row("toy", "fgsm", "untargeted", EPS, np.ones(N))]
     with pytest.raises(BenchError, match=r"no Linf worst case at epsilon 0\.3 .* at 0\.1"):
         crosscheck(_subject(model), EvalSet(x, y, 2, "toy"), rows, [0.3], n=N)
+    # rows of other weights: said so, not "no epsilon"
+    other = [{**r, "checkpoint_sha256": "elsewhere"} for r in rows]
+    with pytest.raises(BenchError, match="no row of robustness.csv comes from this checkpoint"):
+        crosscheck(_subject(model), EvalSet(x, y, 2, "toy"), other, [EPS], n=N)
 
 
 def test_bad_input_is_refused_before_any_model_is_loaded(tmp_path, capsys):

@@ -192,6 +192,36 @@ def test_a_report_into_a_study_folder_writes_its_pre_registered_verdicts(tmp_pat
     assert "pre-registered" not in (other / "verdicts.md").read_text()
 
 
+def test_a_report_judges_another_network_of_the_family_on_its_own_folder(tmp_path, capsys):
+    """A family over two networks: a report into one network's folder reads the other network's
+    rows from that network's folder; until that folder has rows, it writes no family verdicts."""
+    here = tmp_path / "resnet"
+    rows = _rows()
+    fams = tmp_path / "families"
+    fams.mkdir()
+    text = STUDY_3.read_text().replace('small-resnet = "results/study-3"',
+                                       f'small-resnet = "{here}"\nsmall-cnn = "{tmp_path / "cnn"}"')
+    (fams / "two.toml").write_text(text)
+    write_rows(here / "robustness.csv", rows, ROW_FIELDS)
+    written = write_report(rows, here, EvalSettings(epsilon=0.0353), family_dir=fams)
+    assert not any("verdicts-study-3" in p.name for p in written)
+    assert "no robustness.csv yet" in capsys.readouterr().out
+    # the other network: GREAT no better than the baseline, so GREAT - baseline differs from here
+    as_great = [{**r, "defense": "great", "checkpoint_sha256": f"great-cnn{r['seed']}"}
+                for r in rows if r["defense"] == "baseline"]
+    other = [r for r in rows if r["defense"] != "great"] + as_great
+    _folder(tmp_path, other, "cnn")
+    write_report(rows, here, EvalSettings(epsilon=0.0353), quiet=True, family_dir=fams)
+    fam = load_family(fams / "two.toml")
+    expect = family_verdicts(fam, {"small-resnet": here, "small-cnn": tmp_path / "cnn"})
+    got = read_rows(here / "verdicts-study-3.csv")
+    assert len(got) == fam.size == 24
+    assert [r["diff"] for r in got] == [str(r["diff"]) for r in expect]
+    cnn = [r for r in got if r["network"] == "small-cnn" and r["second"] == "baseline" and r["first"] == "great"]
+    resnet = [r for r in got if r["network"] == "small-resnet" and r["second"] == "baseline" and r["first"] == "great"]
+    assert cnn and resnet and all(a["diff"] != b["diff"] for a, b in zip(cnn, resnet))
+
+
 def test_cli_writes_markdown_and_csv(tmp_path, capsys):
     folder = _folder(tmp_path, _rows())
     out = tmp_path / "out" / "verdicts-family.md"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.crosscheck import run_crosscheck
+from bench.crosscheck import N, RESTARTS, STEPS, run_crosscheck
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", nargs="+", required=True, help="run directories (runs/<preset>/<dataset>/<defense>/seed<S>)")
     p.add_argument("--epsilon", type=float, action="append", required=True,
                    help="Linf radius in pixels at which the rows hold a worst case (repeatable)")
-    p.add_argument("--n", type=int, default=200, help="first n test examples (default 200, AutoAttack's n in the studies)")
-    p.add_argument("--steps", type=int, default=100, help="steps of each independent attack (default 100)")
-    p.add_argument("--restarts", type=int, default=2, help="random restarts of each (default 2)")
+    p.add_argument("--n", type=int, default=N, help=f"first n test examples (default {N}, AutoAttack's n in the studies)")
+    p.add_argument("--steps", type=int, default=STEPS, help=f"steps of each independent attack (default {STEPS})")
+    p.add_argument("--restarts", type=int, default=RESTARTS, help=f"random restarts of each (default {RESTARTS})")
     p.add_argument("--data-dir", default=None, help="folder with dataset files (default: ~/.cache/great-bench/data)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no line per model and epsilon")

@@ -248,17 +248,19 @@ def load_family(path: str | Path) -> Family:
                   str(raw.get("description", "")))
 
 
-def families_reading(results: Path, family_dir: Path = FAMILY_DIR) -> list[Family]:
+def families_reading(results: Path, family_dir: Path = FAMILY_DIR) -> list[tuple[Family, dict[str, Path]]]:
     """The family files in ``family_dir`` one of whose networks reads the folder ``results``
-    (its folder is taken from the repository root, or as written). A report written into that
-    folder writes their verdicts too, so the study's folder carries its pre-registered verdicts
-    and not only the per-folder ones."""
+    (a family's folders are named from the repository root), each with every network's folder:
+    ``results`` for the networks that name it, the file's own folder for the others. A report
+    written into ``results`` writes their verdicts too, so a study's folder carries its
+    pre-registered verdicts and not only the per-folder ones."""
     here = results.resolve()
     found = []
     for path in sorted(family_dir.glob("*.toml")):
         family = load_family(path)
-        if any(here in ((REPO_ROOT / f).resolve(), f.resolve()) for f in family.networks.values()):
-            found.append(family)
+        folders = {net: REPO_ROOT / f for net, f in family.networks.items()}  # an absolute f stays itself
+        if any(f.resolve() == here for f in folders.values()):
+            found.append((family, {net: results if f.resolve() == here else f for net, f in folders.items()}))
     return found
 
 

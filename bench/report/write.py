@@ -61,7 +61,15 @@ def write_report(rows: Sequence[dict], results: Path, settings: EvalSettings, *,
     verdicts_md = verdicts_markdown(claim_rows)
     # A study with a pre-registered family is judged by it (one Holm over the committed file's
     # members); the per-folder verdicts then only describe, and say so.
-    families = [(f, family_verdicts(f, {net: results for net in f.networks})) for f in families_reading(results, family_dir)]
+    families = []
+    for family, folders in families_reading(results, family_dir):
+        waiting = [str(f) for f in folders.values() if not (f / "robustness.csv").is_file()]
+        if waiting:  # another network's study has not written rows yet: nothing to judge it on
+            if not quiet:
+                print(f"family {family.name}: no robustness.csv yet in {', '.join(waiting)}; "
+                      f"verdicts-{family.name}.md not written (`great-bench verdicts --family {shown(family.path)}`)")
+            continue
+        families.append((family, family_verdicts(family, folders)))
     if families and verdicts_md:
         verdicts_md = pre_registered_pointer(families, len(claim_rows)) + "\n\n" + verdicts_md
     write_text(results / "table.md", to_markdown(tables) + "\n" + (comparison_md + "\n" if comparison_md else "")
